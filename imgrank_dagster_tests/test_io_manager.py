@@ -1,0 +1,148 @@
+"""The Parquet IO manager: exact paths, atomic writes, lineage, and the fan-in shape."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from upath import UPath
+
+from imgrank_dagster.defs.ranking.features import OWN_SEQUENCES
+from imgrank_dagster.partitions import collection_partitions, sequence_partitions
+from imgrank_dagster.resources.parquet_io_manager import (
+    LINEAGE_METADATA_KEY,
+    ParquetIOManager,
+    read_lineage,
+)
+
+
+@dg.asset(partitions_def=sequence_partitions, code_version="7")
+def upstream_frames(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    return pd.DataFrame({"sequence": [context.partition_key] * 2, "value": [1.0, 2.0]})
+
+
+@dg.asset(partitions_def=collection_partitions, ins={"upstream_frames": OWN_SEQUENCES})
+def collected(upstream_frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    assert isinstance(upstream_frames, dict)
+    return pd.DataFrame(
+        {
+            "sequence": sorted(upstream_frames),
+            "rows": [len(upstream_frames[k]) for k in sorted(upstream_frames)],
+        }
+    )
+
+
+@dg.asset(partitions_def=sequence_partitions)
+def failing_frame() -> pd.DataFrame:
+    raise RuntimeError("boom")
+
+
+def _instance_with(sequences: list[str], collections: list[str]) -> dg.DagsterInstance:
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sequence_partitions.name, sequences)
+    instance.add_dynamic_partitions(collection_partitions.name, collections)
+    return instance
+
+
+def _materialize(assets, instance, base, key, selection=None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets,
+        instance=instance,
+        partition_key=key,
+        selection=selection,
+        resources={"io_manager": ParquetIOManager(base_path=str(base))},
+    )
+
+
+def test_exact_path_and_lineage_read_back(tmp_path: Path) -> None:
+    instance = _instance_with(["city.s1"], ["city"])
+    result = _materialize([upstream_frames], instance, tmp_path, "city.s1")
+    path = tmp_path / "upstream_frames" / "city.s1.parquet"
+    assert path.is_file()
+    assert pd.read_parquet(path)["value"].tolist() == [1.0, 2.0]
+    lineage = read_lineage(path)
+    assert lineage["asset_key"] == "upstream_frames"
+    assert lineage["partition"] == "city.s1"
+    assert lineage["run_id"] == result.run_id
+    assert lineage["code_version"] == "7"
+    assert lineage["upstream"] == []
+    assert lineage["created_at"].startswith("20")
+    materialization = result.asset_materializations_for_node("upstream_frames")[0]
+    metadata = materialization.metadata
+    assert metadata["dagster/row_count"].value == 2
+    assert [c.name for c in metadata["dagster/column_schema"].schema.columns] == [
+        "sequence",
+        "value",
+    ]
+    assert metadata["data_version"].value == lineage["data_version"]
+    assert "city.s1" in metadata["preview"].value
+    # Dagster's own data version is the content hash written into the file.
+    record = instance.get_latest_data_version_record(
+        dg.AssetKey("upstream_frames"), partition_key="city.s1"
+    )
+    assert record is not None
+
+
+@pytest.mark.parametrize("sequences", [["city.s1"], ["city.s1", "city.s2", "city.s3"]])
+def test_fan_in_is_always_a_dict_of_own_sequences(tmp_path: Path, sequences: list[str]) -> None:
+    # Another collection's sequence must not leak into "city".
+    instance = _instance_with([*sequences, "other.s1"], ["city", "other"])
+    for key in [*sequences, "other.s1"]:
+        _materialize([upstream_frames], instance, tmp_path, key)
+    result = _materialize(
+        [upstream_frames, collected], instance, tmp_path, "city", selection=[collected]
+    )
+    assert result.success
+    frame = pd.read_parquet(tmp_path / "collected" / "city.parquet")
+    assert frame["sequence"].tolist() == sequences
+    upstream = read_lineage(tmp_path / "collected" / "city.parquet")["upstream"]
+    assert sorted(item["partition"] for item in upstream) == sequences
+    versions = {item["partition"]: item["data_version"] for item in upstream}
+    for key in sequences:
+        assert (
+            versions[key]
+            == read_lineage(tmp_path / "upstream_frames" / f"{key}.parquet")["data_version"]
+        )
+
+
+def test_missing_upstream_partition_is_left_out_not_fatal(tmp_path: Path) -> None:
+    instance = _instance_with(["city.s1", "city.s2"], ["city"])
+    _materialize([upstream_frames], instance, tmp_path, "city.s1")  # s2 never materialized
+    result = _materialize(
+        [upstream_frames, collected], instance, tmp_path, "city", selection=[collected]
+    )
+    assert pd.read_parquet(tmp_path / "collected" / "city.parquet")["sequence"].tolist() == [
+        "city.s1"
+    ]
+    assert result.success
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
+    instance = _instance_with(["city.s1"], ["city"])
+    _materialize([upstream_frames], instance, tmp_path, "city.s1")
+    path = tmp_path / "upstream_frames" / "city.s1.parquet"
+    before = path.read_bytes()
+
+    def broken_write(table, where, **kwargs):
+        where.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        _materialize([upstream_frames], instance, tmp_path, "city.s1")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["city.s1.parquet"]
+
+
+def test_same_code_path_for_fsspec_urls() -> None:
+    """memory:// goes through the same fsspec code as s3://."""
+    instance = _instance_with(["city.s1"], ["city"])
+    base = "memory://imgrank-test/warehouse"
+    _materialize([upstream_frames], instance, base, "city.s1")
+    path = UPath(base) / "upstream_frames" / "city.s1.parquet"
+    with path.open("rb") as handle:
+        table = pq.read_table(handle)
+    assert table.num_rows == 2
+    assert LINEAGE_METADATA_KEY in table.schema.metadata
+    assert read_lineage(path)["partition"] == "city.s1"
