@@ -11,7 +11,7 @@ export FASTDUP_PRODUCTION := 1
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_DIR := $(DATA)/fiftyone/db
 
-.PHONY: demo test ui bench lint install clean-data
+.PHONY: demo demo-kartaview test ui bench lint install clean-data
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m imgrank_dagster.cli demo
 
+# The KartaView path offline: a stand-in server on 127.0.0.1, data under data/kartaview-demo.
+demo-kartaview: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m imgrank_dagster.cli demo-kartaview
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest
@@ -37,8 +41,11 @@ test: install
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+# Benchmarks print figures; they assert nothing (see benchmarks/*.py for the targets).
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_ingestion.py
+	$(BIN)/python benchmarks/bench_ranking.py
+	$(BIN)/python benchmarks/bench_label_change.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,8 @@ DATA_VERSION_METADATA = "data_version"
 # Input metadata flag: a collection partition reads only the sequence partitions of its own
 # collection ("<collection>.<sequence>") out of an AllPartitionMapping fan-in.
 OWN_SEQUENCES_ONLY = "own_sequences_only"
+# Input metadata: read only these columns (the ranking needs no embeddings).
+COLUMNS_METADATA = "columns"
 PREVIEW_ROWS = 10
 
 
@@ -70,6 +73,11 @@ def _preview_markdown(frame: pd.DataFrame) -> str:
     return preview.to_markdown(index=False) if len(preview) else "(no rows)"
 
 
+def _safe_join(base_path: UPath, partition: str) -> UPath:
+    # A partition key can never climb out of its asset's folder.
+    return base_path / escape_dotdot_segments(partition.lstrip("/"))
+
+
 class PartitionedParquetIOManager(dg.UPathIOManager):
     extension = ".parquet"
 
@@ -79,7 +87,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         self._loaded_by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
     def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
-        return base_path / escape_dotdot_segments(partition.lstrip("/"))
+        return _safe_join(base_path, partition)
 
     # -- writing ---------------------------------------------------------------------------
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
@@ -134,8 +142,9 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
 
     # -- reading ---------------------------------------------------------------------------
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
+        columns = (context.definition_metadata or {}).get(COLUMNS_METADATA)
         with path.open("rb") as handle:
-            table = pq.read_table(handle)
+            table = pq.read_table(handle, columns=columns)
         lineage_bytes = (table.schema.metadata or {}).get(LINEAGE_METADATA_KEY)
         lineage = json.loads(lineage_bytes) if lineage_bytes else {}
         if context.has_asset_key:
@@ -179,6 +188,22 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     def _is_fan_in(context: dg.InputContext) -> bool:
         """A fan-in is decided by the partitions definitions, never by how many keys arrived."""
         return context.asset_partitions_def != context.step_context.run_partitions_def
+
+    def read_partitions(
+        self, asset: str, partition_keys: Iterable[str], columns: list[str] | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """Stored partitions of an asset, read outside a run (sensors, the CLI).
+
+        Partitions never written are left out, as in a fan-in.
+        """
+        folder = self._base_path / asset
+        frames: dict[str, pd.DataFrame] = {}
+        for key in partition_keys:
+            path = _safe_join(folder, f"{key}{self.extension}")
+            if path.exists():
+                with path.open("rb") as handle:
+                    frames[key] = pq.read_table(handle, columns=columns).to_pandas()
+        return frames
 
 
 class ParquetIOManager(dg.ConfigurableIOManagerFactory):

@@ -1,0 +1,320 @@
+"""`python -m imgrank_dagster.cli demo`: generate, ingest, embed and rank the demo collection.
+
+Runs go through the same jobs and the same Dagster instance (`DAGSTER_HOME`) as the UI, so
+everything this command does is visible afterwards in `make ui`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import yaml
+
+from imgrank_dagster.core.demo import generate_demo_collection
+from imgrank_dagster.core.files import write_atomically
+from imgrank_dagster.core.kartaview import ATTRIBUTION, BASE_URL_ENV, LICENCE
+from imgrank_dagster.core.kartaview.fake_server import FakeKartaView
+from imgrank_dagster.definitions import build_definitions, defs
+from imgrank_dagster.defs.ingestion.sensors import new_partitions
+from imgrank_dagster.defs.kartaview.schedules import daily_refresh_schedule
+from imgrank_dagster.defs.kartaview.sensors import kartaview_sequences_sensor
+from imgrank_dagster.defs.ranking.sensors import rank_after_ingestion_sensor
+from imgrank_dagster.partitions import collection_partitions, sequence_partitions
+from imgrank_dagster.resources import ImgrankConfig, build_resources, default_data_dir
+from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
+
+DEMO_COLLECTION = "demo"
+# Demo runs print their progress lines and warnings, not every Dagster event.
+INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def register_partitions(instance: dg.DagsterInstance, imgrank: ImgrankConfig) -> None:
+    added_collections, added_sequences, problems = new_partitions(
+        imgrank.collections().values(), instance
+    )
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    instance.add_dynamic_partitions(collection_partitions.name, added_collections)
+    instance.add_dynamic_partitions(sequence_partitions.name, added_sequences)
+
+
+def ingest_collection(instance: dg.DagsterInstance, collection: str) -> list[str]:
+    """Ingest every sequence of the collection not ingested yet; returns failed sequences."""
+    keys = [
+        key
+        for key in instance.get_dynamic_partitions(sequence_partitions.name)
+        if key.startswith(f"{collection}.")
+    ]
+    done = instance.get_materialized_partitions(dg.AssetKey("image_features"))
+    job = defs.resolve_job_def("ingest_sequences")
+    failed = []
+    for number, key in enumerate(keys, start=1):
+        if key in done:
+            continue
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance, partition_key=key, raise_on_error=False, run_config=INFO_LOGS
+        )
+        status = "ok" if result.success else "FAILED"
+        print(f"  [{number}/{len(keys)}] {key}: {status} ({time.perf_counter() - started:.1f} s)")
+        if not result.success:
+            failed.append(key)
+    return failed
+
+
+def rank_collection(instance: dg.DagsterInstance, collection: str) -> bool:
+    job = defs.resolve_job_def("rank_collection")
+    result = job.execute_in_process(
+        instance=instance, partition_key=collection, raise_on_error=False, run_config=INFO_LOGS
+    )
+    return result.success
+
+
+def run_demo(images: int, seed: int) -> int:
+    data_dir = default_data_dir()
+    demo_root = data_dir / "demo"
+    if not (demo_root / "manifest.csv").exists():
+        started = time.perf_counter()
+        summary = generate_demo_collection(demo_root, n_images=images, seed=seed)
+        print(
+            f"generated {summary.n_images} demo images in {summary.n_sequences} sequences "
+            f"under {summary.images_dir} ({time.perf_counter() - started:.1f} s)"
+        )
+    imgrank = ImgrankConfig(data_dir=str(data_dir))
+    instance = dg.DagsterInstance.get()
+    register_partitions(instance, imgrank)
+    print("ingesting and embedding sequences:")
+    failed = ingest_collection(instance, DEMO_COLLECTION)
+    if failed:
+        print(f"{len(failed)} sequence(s) failed; they are left out of the ranking: {failed}")
+    print("ranking the collection ...")
+    if not rank_collection(instance, DEMO_COLLECTION):
+        print("ranking failed: see the run in the Dagster UI (make ui)", file=sys.stderr)
+        return 1
+    export = imgrank.exports_dir(DEMO_COLLECTION) / "all_score_after_rank.csv"
+    ranking = pd.read_csv(export)
+    print(f"\nTop 10 of {len(ranking)} images to label next:")
+    for row in ranking.head(10).itertuples():
+        print(f"  {row.rank:>3}. {row.image_id:<22} score {row.score:6.3f}  {row.reason}")
+    print(f"\nranking (CSV):      {export}")
+    print(
+        f"assets (Parquet):   {Path(os.environ.get('IMGRANK_WAREHOUSE', data_dir / 'warehouse'))}"
+    )
+    print(f"Dagster history:    {os.environ.get('DAGSTER_HOME')}  (browse it with `make ui`)")
+    return 0
+
+
+# --- demo-kartaview: the whole KartaView path, offline, against the stand-in server ---------
+
+KARTAVIEW_DEMO = "kartaview-demo"  # the collection, and its data folder under the data dir
+KARTAVIEW_DEMO_ORIGIN = (52.5200, 13.4050)  # where the stand-in server's sequences start
+
+
+def _write_kartaview_demo_collections(data_dir: Path, origin: tuple[float, float]) -> None:
+    document = {
+        "collections": {
+            KARTAVIEW_DEMO: {
+                "source": {
+                    "type": "kartaview",
+                    "points": [{"lat": origin[0], "lng": origin[1], "radius_m": 500.0}],
+                    "image_size": "thumbnail",
+                }
+            }
+        }
+    }
+    text = "# Written by `make demo-kartaview`; served by the stand-in KartaView server.\n"
+    text += yaml.safe_dump(document, sort_keys=False)
+    write_atomically(data_dir / "collections.yaml", lambda path: path.write_text(text))
+
+
+def _run(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest, job: str
+) -> dg.ExecuteInProcessResult:
+    return definitions.resolve_job_def(request.job_name or job).execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        run_config=INFO_LOGS,
+        raise_on_error=False,
+    )
+
+
+def _unfinished_sequences(instance: dg.DagsterInstance, collection: str) -> list[str]:
+    """Registered sequences of the collection never embedded (an interrupted earlier demo)."""
+    done = instance.get_materialized_partitions(dg.AssetKey("image_features"))
+    return [
+        key
+        for key in instance.get_dynamic_partitions(sequence_partitions.name)
+        if key.startswith(f"{collection}.") and key not in done
+    ]
+
+
+def run_kartaview_demo(sequences: int, photos: int) -> int:
+    data_dir = default_data_dir() / KARTAVIEW_DEMO
+    warehouse = data_dir / "warehouse"
+    resources = build_resources(data_dir=data_dir, warehouse=str(warehouse))
+    definitions = build_definitions(resources)
+    imgrank: ImgrankConfig = resources["imgrank"]
+    instance = dg.DagsterInstance.get()
+    previous_url = os.environ.get(BASE_URL_ENV)
+    with FakeKartaView(sequences, photos, origin=KARTAVIEW_DEMO_ORIGIN) as fake:
+        os.environ[BASE_URL_ENV] = fake.base_url
+        try:
+            print(
+                f"stand-in KartaView at {fake.base_url}: {sequences} sequences x {photos} photos "
+                f"({BASE_URL_ENV} points there for this command)"
+            )
+            _write_kartaview_demo_collections(data_dir, KARTAVIEW_DEMO_ORIGIN)
+            register_partitions(instance, imgrank)
+            status = _kartaview_demo_flow(definitions, resources, instance, imgrank, warehouse)
+        finally:
+            if previous_url is None:
+                os.environ.pop(BASE_URL_ENV, None)
+            else:
+                os.environ[BASE_URL_ENV] = previous_url
+    print("stand-in KartaView stopped")
+    return status
+
+
+def _kartaview_demo_flow(
+    definitions: dg.Definitions,
+    resources: dict,
+    instance: dg.DagsterInstance,
+    imgrank: ImgrankConfig,
+    warehouse: Path,
+) -> int:
+    # 1. The daily schedule's tick, now: one discovery run per KartaView collection.
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime.now(UTC), resources=resources
+    ) as context:
+        discoveries = daily_refresh_schedule(context)
+    if not isinstance(discoveries, list):
+        print(f"daily_refresh_schedule requested nothing: {discoveries}", file=sys.stderr)
+        return 1
+    print(f"\n1. daily_refresh_schedule: {len(discoveries)} discovery run(s)")
+    for request in discoveries:
+        result = _run(definitions, instance, request, "discover_kartaview")
+        if not result.success:
+            print(f"   discovery of {request.partition_key} failed", file=sys.stderr)
+            return 1
+        found = result.asset_materializations_for_node("kartaview_sequences")[0].metadata
+        print(
+            f"   {request.partition_key}: {found['sequences'].value} sequences found, "
+            f"{found['new_sequences'].value} new"
+        )
+
+    # 2. The sequences sensor: new sequences become partitions, one ingestion run each.
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        sensed = kartaview_sequences_sensor(context)
+    ingestions: list[dg.RunRequest] = []
+    if isinstance(sensed, dg.SensorResult):
+        for added in sensed.dynamic_partitions_requests or []:
+            if isinstance(added, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(added.partitions_def_name, added.partition_keys)
+        ingestions = [r for r in sensed.run_requests or [] if r.job_name == "ingest_sequences"]
+    requested = {request.partition_key for request in ingestions}
+    resumed = [
+        dg.RunRequest(partition_key=key, run_key=key)
+        for key in _unfinished_sequences(instance, KARTAVIEW_DEMO)
+        if key not in requested
+    ]
+    print(
+        f"\n2. kartaview_sequences_sensor: {len(ingestions)} new sequence partition(s), "
+        f"{len(ingestions)} ingestion run(s)"
+        + (f"; {len(resumed)} unfinished from an earlier run" if resumed else "")
+    )
+    for number, request in enumerate([*ingestions, *resumed], start=1):
+        started = time.perf_counter()
+        result = _run(definitions, instance, request, "ingest_sequences")
+        status = "ok" if result.success else "FAILED"
+        print(
+            f"   [{number}/{len(ingestions) + len(resumed)}] {request.partition_key}: {status} "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+
+    # 3. The rank sensor: one ranking once the collection's ingestion is done.
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        ranking_due = rank_after_ingestion_sensor(context)
+    export = imgrank.exports_dir(KARTAVIEW_DEMO) / "all_score_after_rank.csv"
+    ranks = ranking_due.run_requests if isinstance(ranking_due, dg.SensorResult) else []
+    if not ranks and not export.exists():
+        ranks = [dg.RunRequest(partition_key=KARTAVIEW_DEMO)]  # a ranking that failed before
+    print(f"\n3. rank_after_ingestion_sensor: {len(ranks)} ranking run(s)")
+    for request in ranks:
+        started = time.perf_counter()
+        result = _run(definitions, instance, request, "rank_collection")
+        if not result.success:
+            print("   ranking failed: see the run in the Dagster UI (make ui)", file=sys.stderr)
+            return 1
+        print(f"   {request.partition_key}: ranked ({time.perf_counter() - started:.1f} s)")
+    if not ranks:
+        print("   the ranking is already current: no new sequence since the last one")
+    _print_kartaview_ranking(export, warehouse, instance, imgrank)
+    return 0
+
+
+def _print_kartaview_ranking(
+    export: Path, warehouse: Path, instance: dg.DagsterInstance, imgrank: ImgrankConfig
+) -> None:
+    from upath import UPath
+
+    ranking = pd.read_csv(export)
+    keys = [
+        key
+        for key in instance.get_dynamic_partitions(sequence_partitions.name)
+        if key.startswith(f"{KARTAVIEW_DEMO}.")
+    ]
+    raw = PartitionedParquetIOManager(UPath(str(warehouse))).read_partitions(
+        "raw_image_sequences", keys, columns=["image_id", "details_url"]
+    )
+    details = pd.concat(raw.values()).set_index("image_id")["details_url"] if raw else None
+    print(f"\nTop 10 of {len(ranking)} images to label next:")
+    for row in ranking.head(10).itertuples():
+        link = details.get(row.image_id, "") if details is not None else ""
+        print(f"  {row.rank:>3}. {row.image_id:<22} score {row.score:6.3f}  {link}")
+    print(
+        f"\nImagery licence: {LICENCE}, credit \"{ATTRIBUTION}\"; each image's details_url "
+        "(and source_url) is in raw_image_sequences. (Here: synthetic stand-in images.)"
+    )
+    print(f"\ncollections file:   {imgrank.collections_file}")
+    print(f"images:             {imgrank.collection(KARTAVIEW_DEMO).image_root}")
+    print(f"ranking (CSV):      {export}")
+    print(f"assets (Parquet):   {warehouse}")
+    print(f"Dagster history:    {os.environ.get('DAGSTER_HOME')}  (browse it with `make ui`)")
+    print("Run again with --sequences 5: only the new sequence is downloaded, then re-ranked.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imgrank", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="generate, ingest and rank the demo collection")
+    demo.add_argument("--images", type=int, default=600)
+    demo.add_argument("--seed", type=int, default=0)
+    kartaview = commands.add_parser(
+        "demo-kartaview",
+        help="discover, download, ingest and rank a KartaView collection served offline by the "
+        "stand-in server",
+    )
+    kartaview.add_argument("--sequences", type=int, default=4)
+    kartaview.add_argument("--photos", type=int, default=12, help="photos per sequence")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # Output(data_version=...)
+    if not os.environ.get("DAGSTER_HOME"):
+        parser.error("set DAGSTER_HOME to an absolute folder (make demo does this)")
+    if args.command == "demo-kartaview":
+        if args.sequences < 1 or args.photos < 1:
+            parser.error("--sequences and --photos must be at least 1")
+        return run_kartaview_demo(args.sequences, args.photos)
+    return run_demo(args.images, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The KartaView source in Dagster: discovery asset, its job, sensor and daily schedule."""

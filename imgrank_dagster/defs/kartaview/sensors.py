@@ -1,0 +1,123 @@
+"""New KartaView sequences become sequence partitions, each ingested once."""
+
+import json
+from collections.abc import Mapping
+
+import dagster as dg
+import pandas as pd
+
+from imgrank_dagster.core.collections import Collection, CollectionConfigError, KartaViewSource
+from imgrank_dagster.defs.ingestion.jobs import ingest_sequences_job
+from imgrank_dagster.defs.kartaview.assets import discover_kartaview_job, kartaview_sequences
+from imgrank_dagster.partitions import collection_partitions, sequence_partitions
+from imgrank_dagster.resources import ImgrankConfig
+from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
+
+TRIGGER_TAG = "imgrank/trigger"
+COLLECTION_TAG = "imgrank/collection"
+
+
+def _read_cursor(cursor: str | None) -> dict[str, int]:
+    """Per collection: the storage id of the last discovery this sensor has read."""
+    return {name: int(storage_id) for name, storage_id in json.loads(cursor or "{}").items()}
+
+
+def new_sequence_keys(
+    collection: Collection, discovered: pd.DataFrame, known: set[str]
+) -> list[str]:
+    """Partition keys of the discovered sequences that are not partitions yet, in order."""
+    keys = [collection.sequence_partition_key(str(s)) for s in discovered["sequence_id"]]
+    return [key for key in dict.fromkeys(keys) if key not in known]
+
+
+def _unread_discoveries(
+    latest: Mapping[str, int], collections: Mapping[str, Collection], seen: Mapping[str, int]
+) -> dict[str, int]:
+    """Kartaview collections whose discovery was materialized since the sensor last read it."""
+    return {
+        name: storage_id
+        for name, storage_id in latest.items()
+        if name in collections
+        and isinstance(collections[name].source, KartaViewSource)
+        and storage_id > seen.get(name, -1)
+    }
+
+
+def _first_discoveries(
+    instance: dg.DagsterInstance, collections: Mapping[str, Collection], latest: Mapping[str, int]
+) -> list[dg.RunRequest]:
+    """A discovery run for each registered kartaview collection never discovered: a city
+    added to collections.yaml is fetched now, not at the next daily refresh."""
+    registered = set(instance.get_dynamic_partitions(collection_partitions.name))
+    return [
+        dg.RunRequest(
+            job_name=discover_kartaview_job.name,
+            partition_key=name,
+            run_key=f"{name}:first-discovery",
+            tags={TRIGGER_TAG: "kartaview_sequences_sensor", COLLECTION_TAG: name},
+        )
+        for name, collection in sorted(collections.items())
+        if isinstance(collection.source, KartaViewSource)
+        and name in registered
+        and name not in latest
+    ]
+
+
+@dg.sensor(
+    jobs=[ingest_sequences_job, discover_kartaview_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each kartaview_sequences materialization, registers the new sequences "
+    "as partitions and requests one ingestion run per new sequence (run key = partition key, "
+    "so a sequence is ingested once). Requests the first discovery of a new kartaview "
+    "collection.",
+)
+def kartaview_sequences_sensor(
+    context: dg.SensorEvaluationContext,
+    imgrank: ImgrankConfig,
+    io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+) -> dg.SensorResult | dg.SkipReason:
+    try:
+        collections = imgrank.collections()
+    except CollectionConfigError as error:
+        return dg.SkipReason(str(error))
+    seen = _read_cursor(context.cursor)
+    latest = context.instance.get_latest_storage_id_by_partition(
+        kartaview_sequences.key, dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    requests = _first_discoveries(context.instance, collections, latest)
+    unread = _unread_discoveries(latest, collections, seen)
+    if not unread and not requests:
+        return dg.SkipReason("no new kartaview_sequences materialization")
+    # The IO manager writes the file before Dagster records the materialization, so the file
+    # is at least as new as the storage id read above.
+    frames = io_manager.read_partitions(kartaview_sequences.key.to_user_string(), sorted(unread))
+    known = set(context.instance.get_dynamic_partitions(sequence_partitions.name))
+    added: list[str] = []
+    for name in sorted(unread):
+        if name not in frames:
+            context.log.warning(f"{name}: kartaview_sequences was materialized but has no file")
+            continue
+        keys = new_sequence_keys(collections[name], frames[name], known)
+        context.log.info(f"{name}: {len(frames[name])} sequences discovered, {len(keys)} new")
+        added.extend(keys)
+        requests.extend(
+            dg.RunRequest(
+                job_name=ingest_sequences_job.name,
+                partition_key=key,
+                run_key=key,
+                tags={TRIGGER_TAG: "kartaview_sequences_sensor", COLLECTION_TAG: name},
+            )
+            for key in keys
+        )
+    cursor = json.dumps({**seen, **unread}, sort_keys=True)
+    if not requests:
+        context.update_cursor(cursor)
+        return dg.SkipReason(f"no new sequence in the discoveries of {', '.join(sorted(unread))}")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[sequence_partitions.build_add_request(added)]
+        if added
+        else [],
+        cursor=cursor,
+    )

@@ -1,0 +1,47 @@
+"""What every asset shows in the Dagster UI beyond what the IO manager records."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from imgrank_dagster.resources.parquet_io_manager import DATA_VERSION_METADATA, frame_data_version
+
+
+def frame_output(
+    frame: pd.DataFrame, data_version: str | None = None, **metadata: Any
+) -> dg.Output[pd.DataFrame]:
+    """Return a frame with its data version (a content hash unless given) and metadata."""
+    version = data_version or frame_data_version(frame)
+    return dg.Output(
+        frame,
+        data_version=dg.DataVersion(version),
+        metadata={DATA_VERSION_METADATA: dg.MetadataValue.text(version), **metadata},
+    )
+
+
+def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> dg.MetadataValue:
+    rows = [dg.TableRecord({key: str(k), value: int(v)}) for k, v in counts.items()]
+    schema = dg.TableSchema(columns=[dg.TableColumn(key, "string"), dg.TableColumn(value, "int")])
+    return dg.MetadataValue.table(rows, schema=schema)
+
+
+def frame_table(frame: pd.DataFrame, limit: int = 50) -> dg.MetadataValue:
+    """A small frame as a UI table (values as text, so any dtype shows)."""
+    head = frame.head(limit)
+    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), "string") for c in head.columns])
+    rows = [
+        dg.TableRecord({str(c): "" if pd.isna(v) else str(v) for c, v in row.items()})
+        for _, row in head.iterrows()
+    ]
+    return dg.MetadataValue.table(rows, schema=schema)
+
+
+def png_markdown(png: bytes, title: str = "") -> dg.MetadataValue:
+    """A PNG the UI renders inline in markdown."""
+    encoded = base64.b64encode(png).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")

@@ -1,0 +1,103 @@
+"""Ranks a collection again once new sequences of it are ingested and embedded."""
+
+from collections.abc import Iterable, Mapping
+
+import dagster as dg
+
+from imgrank_dagster.core.collections import SEQUENCE_KEY_SEPARATOR, CollectionConfigError
+from imgrank_dagster.defs.ranking.jobs import rank_collection_job
+from imgrank_dagster.partitions import collection_partitions
+from imgrank_dagster.resources import ImgrankConfig
+
+IMAGE_FEATURES = dg.AssetKey("image_features")
+FEATURE_MATRIX = dg.AssetKey("feature_matrix")
+PARTITION_TAG = "dagster/partition"
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def collection_of(partition_key: str) -> str:
+    """"<collection>" of "<collection>" or "<collection>.<sequence>" (names have no dot).
+
+    Never raises: a stray key added by hand in the UI must not stop the sensor.
+    """
+    return partition_key.split(SEQUENCE_KEY_SEPARATOR, 1)[0]
+
+
+def collections_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
+    """Collections with any run queued or in progress: discovery, ingestion of one of their
+    sequences (from a sensor or the UI), ranking, or a label update."""
+    busy: set[str] = set()
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
+        partition = record.dagster_run.tags.get(PARTITION_TAG)
+        if partition:
+            busy.add(collection_of(partition))
+    return busy
+
+
+def newest_by_collection(
+    storage_ids: Mapping[str, int], collections: Iterable[str]
+) -> dict[str, int]:
+    """The newest storage id among each collection's sequence partitions."""
+    names = set(collections)
+    newest: dict[str, int] = {}
+    for key, storage_id in storage_ids.items():
+        name = collection_of(key)
+        if name in names and storage_id > newest.get(name, -1):
+            newest[name] = storage_id
+    return newest
+
+
+@dg.sensor(
+    job=rank_collection_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests one rank_collection run for a collection when some of its sequences "
+    "were embedded after its feature matrix was built and no run of the collection (discovery, "
+    "ingestion, ranking) is still queued or running.",
+)
+def rank_after_ingestion_sensor(
+    context: dg.SensorEvaluationContext, imgrank: ImgrankConfig
+) -> dg.SensorResult | dg.SkipReason:
+    try:
+        collections = imgrank.collections()
+    except CollectionConfigError as error:
+        return dg.SkipReason(str(error))
+    instance = context.instance
+    registered = set(instance.get_dynamic_partitions(collection_partitions.name))
+    names = sorted(name for name in collections if name in registered)
+    if not names:
+        return dg.SkipReason("no registered collection")
+    # Two queries whatever the number of sequences: the newest event id per partition.
+    # Event ids grow across assets, so they order image_features against feature_matrix.
+    features = newest_by_collection(
+        instance.get_latest_storage_id_by_partition(
+            IMAGE_FEATURES, dg.DagsterEventType.ASSET_MATERIALIZATION
+        ),
+        names,
+    )
+    matrices = instance.get_latest_storage_id_by_partition(
+        FEATURE_MATRIX, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(names)
+    )
+    stale = [name for name in names if features.get(name, -1) > matrices.get(name, -1)]
+    if not stale:
+        return dg.SkipReason("every collection is ranked on its newest features")
+    busy = collections_with_active_runs(instance)
+    waiting = [name for name in stale if name in busy]
+    requests = [
+        dg.RunRequest(
+            partition_key=name,
+            # One run per batch of features: the newest features event names the batch.
+            run_key=f"{name}:features:{features[name]}",
+            tags={"imgrank/trigger": "rank_after_ingestion_sensor"},
+        )
+        for name in stale
+        if name not in busy
+    ]
+    if not requests:
+        return dg.SkipReason(f"waiting for running ingestion or ranking of {', '.join(waiting)}")
+    return dg.SensorResult(run_requests=requests)
