@@ -24,7 +24,6 @@ from imgrank_dagster.core.scoring import (
 from imgrank_dagster.core.study import (
     BASE_SCORE_COLUMNS,
     SCORE_COLUMNS,
-    embedding_matrix,
     label_scores,
     run_study,
 )
@@ -433,10 +432,13 @@ def test_label_scores_only_change_label_dependent_columns() -> None:
     assert after.loc[pair.to_id, "score"] < before.loc[pair.to_id, "score"]
 
 
-def test_embedding_matrix_rejects_ragged_embeddings() -> None:
-    features = pd.DataFrame(
-        {"image_id": ["a", "b", "c"], "embedding": [np.ones(4), np.ones(4), np.ones(3)]}
-    )
-    with pytest.raises(ValueError, match=r"differ in length.*'c'"):
-        embedding_matrix(features)
-    assert embedding_matrix(features.iloc[:2]).dtype == np.float32
+def test_run_study_rejects_bad_embeddings() -> None:
+    features = study_features().iloc[:5].copy()
+    features["embedding"] = [np.ones(4), np.ones(4), np.ones(3), np.ones(4), np.ones(4)]
+    with pytest.raises(ValueError):
+        run_study(features, set(), SETTINGS)
+    features["embedding"] = [np.ones(4)] * 4 + [np.array([1.0, np.nan, 1.0, 1.0])]
+    with pytest.raises(ValueError, match="NaN or infinite values in 1 row"):
+        run_study(features, set(), SETTINGS)
+    with pytest.raises(ValueError, match="one row per feature row"):
+        run_study(features, set(), SETTINGS, embeddings=np.ones((4, 4), dtype=np.float32))

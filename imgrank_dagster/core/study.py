@@ -29,6 +29,7 @@ from imgrank_dagster.core.clustering import (
     validate_embeddings,
 )
 from imgrank_dagster.core.collections import ScoringSettings
+from imgrank_dagster.core.features import embedding_matrix
 from imgrank_dagster.core.uniqueness import uniqueness_within_clusters
 
 BASE_SCORE_COLUMNS = [
@@ -65,24 +66,6 @@ class StudyResult:
     cluster_metrics: pd.DataFrame
     scores: pd.DataFrame  # image_scores
     ranking: pd.DataFrame  # labeling_priority
-
-
-def embedding_matrix(features: pd.DataFrame) -> np.ndarray:
-    """Stack the `embedding` column (one array or list per row) into a float32 N x D matrix."""
-    if "embedding" not in features:
-        raise ValueError("features lack column 'embedding'")
-    if len(features) == 0:
-        raise ValueError("features has no rows")
-    lengths = features["embedding"].map(lambda vector: np.size(vector) if vector is not None else 0)
-    if lengths.nunique() != 1 or lengths.iloc[0] == 0:
-        bad = features.loc[lengths != lengths.mode().iloc[0], "image_id"]
-        example = bad.iloc[0] if len(bad) else features["image_id"].iloc[0]
-        raise ValueError(
-            f"features' embeddings differ in length or are empty (e.g. image {example!r}, "
-            f"lengths {sorted(set(lengths))[:5]})"
-        )
-    matrix = np.stack([np.asarray(vector, dtype=np.float32) for vector in features["embedding"]])
-    return validate_embeddings(matrix, "features' embedding column")
 
 
 def cluster(
@@ -183,10 +166,8 @@ def run_study(
     if "image_id" not in features:
         raise ValueError("features lack column 'image_id'")
     features = features.reset_index(drop=True)
-    if embeddings is None:
-        embeddings = embedding_matrix(features)
-    else:
-        embeddings = validate_embeddings(embeddings)
+    matrix = embedding_matrix(features) if embeddings is None else embeddings
+    embeddings = validate_embeddings(matrix)
     assignments, clustering = cluster(features, embeddings, settings)
     pairs = collection_similar_pairs(features, embeddings, settings)
     base = base_scores(features, embeddings, assignments, pairs, settings)
