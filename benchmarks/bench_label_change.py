@@ -86,11 +86,33 @@ def seed_sequences(warehouse: Path, instance: dg.DagsterInstance, n_images: int)
     return keys
 
 
-def step_seconds(instance: dg.DagsterInstance, run_id: str) -> float:
-    return sum(
-        (stat.end_time or 0) - (stat.start_time or 0)
+class EventStorageClock:
+    """Seconds spent writing Dagster events to the instance's SQLite event log."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.seconds = 0.0
+        storage = instance.event_log_storage
+        original = storage.store_event
+
+        def timed_store_event(event) -> None:
+            started = time.perf_counter()
+            try:
+                original(event)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        storage.store_event = timed_store_event
+
+    def lap(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    return {
+        stat.step_key: (stat.end_time or 0) - (stat.start_time or 0)
         for stat in instance.get_run_step_stats(run_id)
-    )
+    }
 
 
 def main() -> None:
@@ -120,12 +142,14 @@ def main() -> None:
             labelled = ids.sample(frac=0.05, random_state=0)
             pd.DataFrame({"image_id": labelled}).to_csv(labels_path, index=False)
 
+            events = EventStorageClock(instance)
             started = time.perf_counter()
             full = defs.resolve_job_def("rank_collection").execute_in_process(
                 instance=instance, partition_key=COLLECTION
             )
             full_wall = time.perf_counter() - started
-            full_compute = step_seconds(instance, full.run_id)
+            full_steps = step_seconds(instance, full.run_id)
+            full_events = events.lap()
 
             with dg.build_sensor_context(instance=instance, resources=resources) as context:
                 labels_sensor(context)  # first look: remembers the current label files
@@ -139,6 +163,7 @@ def main() -> None:
                 result = labels_sensor(context)
             sensor_wall = time.perf_counter() - started
             request = result.run_requests[0]
+            events.lap()
             started = time.perf_counter()
             change = dg.materialize(
                 list(defs.assets),
@@ -149,16 +174,25 @@ def main() -> None:
                 tags=request.tags,
             )
             change_wall = time.perf_counter() - started
-            change_compute = step_seconds(instance, change.run_id)
+            change_steps = step_seconds(instance, change.run_id)
+            change_events = events.lap()
     print(f"label change vs full pipeline, {args.images:,} images with features materialized")
-    print(f"  full pipeline (rank_collection): compute {full_compute:6.1f} s", end="")
-    print(f"   run wall {full_wall:6.1f} s")
-    print(f"  labels_sensor evaluation:                            wall {sensor_wall:6.2f} s")
-    print(f"  label-change run:                compute {change_compute:6.1f} s", end="")
-    print(f"   run wall {change_wall:6.1f} s")
+    for title, steps in [("full pipeline", full_steps), ("label change", change_steps)]:
+        print(f"  {title} steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
+    full_steps_s, change_steps_s = sum(full_steps.values()), sum(change_steps.values())
+    # Our compute: the steps' time less Dagster writing its events (SQLite, ~15 ms each here).
+    full_compute, change_compute = full_steps_s - full_events, change_steps_s - change_events
+    rows = [
+        ("full pipeline (rank_collection)", full_steps_s, full_events, full_compute, full_wall),
+        ("label-change run", change_steps_s, change_events, change_compute, change_wall),
+    ]
+    print(f"  {'':34} {'steps':>7} {'events':>7} {'compute':>8} {'run wall':>9}")
+    for title, steps_s, events_s, compute_s, wall_s in rows:
+        print(f"  {title:34} {steps_s:6.2f}s {events_s:6.2f}s {compute_s:7.2f}s {wall_s:8.2f}s")
+    print(f"  labels_sensor evaluation: {sensor_wall:.2f} s")
     print(
-        f"  label-change compute / full compute: {100 * change_compute / full_compute:5.1f} %"
-        "   (targets: <= 5 s and <= 5 %)"
+        f"  label-change / full: compute {100 * change_compute / full_compute:.1f} %, "
+        f"steps {100 * change_steps_s / full_steps_s:.1f} %   (targets: compute <= 5 s and <= 5 %)"
     )
 
 

@@ -1,5 +1,7 @@
 """`python -m imgrank_dagster.cli demo`: generate, ingest, embed and rank the demo collection.
 
+`python -m imgrank_dagster.cli app`: the FiftyOne App on a ranked collection (`make app`).
+
 Runs go through the same jobs and the same Dagster instance (`DAGSTER_HOME`) as the UI, so
 everything this command does is visible afterwards in `make ui`.
 """
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from datetime import UTC, datetime
@@ -71,11 +75,14 @@ def ingest_collection(instance: dg.DagsterInstance, collection: str) -> list[str
 
 
 def rank_collection(instance: dg.DagsterInstance, collection: str) -> bool:
-    job = defs.resolve_job_def("rank_collection")
-    result = job.execute_in_process(
-        instance=instance, partition_key=collection, raise_on_error=False, run_config=INFO_LOGS
-    )
-    return result.success
+    """Rank the collection, then build its views (HTML report, FiftyOne dataset)."""
+    for job_name in ["rank_collection", "refresh_views"]:
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=collection, raise_on_error=False, run_config=INFO_LOGS
+        )
+        if not result.success:
+            return False
+    return True
 
 
 def run_demo(images: int, seed: int) -> int:
@@ -105,10 +112,12 @@ def run_demo(images: int, seed: int) -> int:
     for row in ranking.head(10).itertuples():
         print(f"  {row.rank:>3}. {row.image_id:<22} score {row.score:6.3f}  {row.reason}")
     print(f"\nranking (CSV):      {export}")
+    print(f"HTML report:        {imgrank.exports_dir(DEMO_COLLECTION) / 'report' / 'index.html'}")
     print(
         f"assets (Parquet):   {Path(os.environ.get('IMGRANK_WAREHOUSE', data_dir / 'warehouse'))}"
     )
     print(f"Dagster history:    {os.environ.get('DAGSTER_HOME')}  (browse it with `make ui`)")
+    print("FiftyOne App:       `make app` (http://127.0.0.1:5151)")
     return 0
 
 
@@ -281,7 +290,7 @@ def _print_kartaview_ranking(
         link = details.get(row.image_id, "") if details is not None else ""
         print(f"  {row.rank:>3}. {row.image_id:<22} score {row.score:6.3f}  {link}")
     print(
-        f"\nImagery licence: {LICENCE}, credit \"{ATTRIBUTION}\"; each image's details_url "
+        f'\nImagery licence: {LICENCE}, credit "{ATTRIBUTION}"; each image\'s details_url '
         "(and source_url) is in raw_image_sequences. (Here: synthetic stand-in images.)"
     )
     print(f"\ncollections file:   {imgrank.collections_file}")
@@ -290,6 +299,94 @@ def _print_kartaview_ranking(
     print(f"assets (Parquet):   {warehouse}")
     print(f"Dagster history:    {os.environ.get('DAGSTER_HOME')}  (browse it with `make ui`)")
     print("Run again with --sequences 5: only the new sequence is downloaded, then re-ranked.")
+
+
+# --- app: the FiftyOne App on a ranked collection -------------------------------------------
+
+VISUALIZATION_ASSETS = ("embedding_map", "ranking_report", "fiftyone_dataset")
+APP_ADDRESS = "127.0.0.1"
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, asset: str, partition: str) -> int:
+    ids = instance.get_latest_storage_id_by_partition(
+        dg.AssetKey(asset), dg.DagsterEventType.ASSET_MATERIALIZATION, partitions={partition}
+    )
+    return ids.get(partition, -1)
+
+
+def stale_visualizations(instance: dg.DagsterInstance, collection: str) -> list[str]:
+    """The visualization assets of the collection missing or older than what they show."""
+    features = _latest_storage_id(instance, "feature_matrix", collection)
+    if _latest_storage_id(instance, "embedding_map", collection) < features:
+        return list(VISUALIZATION_ASSETS)
+    newest_input = max(
+        _latest_storage_id(instance, "labeling_priority", collection),
+        _latest_storage_id(instance, "embedding_map", collection),
+    )
+    return [
+        asset
+        for asset in VISUALIZATION_ASSETS[1:]
+        if _latest_storage_id(instance, asset, collection) < newest_input
+    ]
+
+
+def run_app(collection: str, port: int) -> int:
+    from imgrank_dagster.core import fiftyone_sync
+    from imgrank_dagster.defs.visualization.assets import FIFTYONE_DIR, REPORT_DIR
+
+    data_dir = default_data_dir()
+    imgrank = ImgrankConfig(data_dir=str(data_dir))
+    instance = dg.DagsterInstance.get()
+    if _latest_storage_id(instance, "labeling_priority", collection) < 0:
+        print(
+            f"collection {collection!r} is not ranked yet: run `make demo` (or rank it in the "
+            "Dagster UI) first",
+            file=sys.stderr,
+        )
+        return 1
+    if fiftyone_sync.port_in_use(APP_ADDRESS, port):
+        print(f"port {port} on {APP_ADDRESS} is in use: pass --port", file=sys.stderr)
+        return 1
+    fiftyone_sync.use_database_dir(data_dir / FIFTYONE_DIR)
+    stale = stale_visualizations(instance, collection)
+    if "fiftyone_dataset" not in stale and not fiftyone_sync.dataset_exists(collection):
+        stale.append("fiftyone_dataset")  # the database folder was removed or moved
+    if stale:
+        print(f"materializing {', '.join(stale)} for {collection} ...")
+        result = dg.materialize(
+            list(defs.assets),
+            selection=stale,
+            partition_key=collection,
+            instance=instance,
+            resources=build_resources(data_dir=data_dir),
+            run_config=INFO_LOGS,
+            raise_on_error=False,
+        )
+        if not result.success:
+            print("materialization failed: see the run in the Dagster UI", file=sys.stderr)
+            return 1
+    report = imgrank.exports_dir(collection) / REPORT_DIR / "index.html"
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    session = fiftyone_sync.launch_app(collection, fiftyone_sync.LABEL_NEXT_VIEW, APP_ADDRESS, port)
+    try:
+        if not fiftyone_sync.wait_until_serving(APP_ADDRESS, port):
+            print("the FiftyOne App did not start within 60 s", file=sys.stderr)
+            return 1
+        print(
+            f"\nFiftyOne App: http://{APP_ADDRESS}:{port}/  (dataset {collection!r}, saved "
+            f"view {fiftyone_sync.LABEL_NEXT_VIEW!r}: unlabelled images by rank)"
+        )
+        print(f"HTML report:  {report}")
+        print("Ctrl-C stops the App.", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        print("stopping the FiftyOne App ...", flush=True)
+        fiftyone_sync.close_app(session)
+    print("stopped", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,10 +402,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     kartaview.add_argument("--sequences", type=int, default=4)
     kartaview.add_argument("--photos", type=int, default=12, help="photos per sequence")
+    app = commands.add_parser(
+        "app",
+        help="open the FiftyOne App on a ranked collection (builds its dataset and report "
+        "first when they are missing or older than the ranking); Ctrl-C stops it",
+    )
+    app.add_argument("--collection", default=DEMO_COLLECTION)
+    app.add_argument("--port", type=int, default=5151)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # Output(data_version=...)
     if not os.environ.get("DAGSTER_HOME"):
         parser.error("set DAGSTER_HOME to an absolute folder (make demo does this)")
+    if args.command == "app":
+        return run_app(args.collection, args.port)
     if args.command == "demo-kartaview":
         if args.sequences < 1 or args.photos < 1:
             parser.error("--sequences and --photos must be at least 1")

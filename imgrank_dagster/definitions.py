@@ -16,11 +16,19 @@ from imgrank_dagster.defs.ranking.assets import (
     image_base_scores,
     image_scores,
     labeling_priority,
+    neighbour_graph,
     similar_pairs,
 )
 from imgrank_dagster.defs.ranking.features import feature_matrix
 from imgrank_dagster.defs.ranking.jobs import rank_collection_job
 from imgrank_dagster.defs.ranking.sensors import rank_after_ingestion_sensor
+from imgrank_dagster.defs.visualization.assets import (
+    embedding_map,
+    fiftyone_dataset,
+    ranking_report,
+)
+from imgrank_dagster.defs.visualization.jobs import refresh_views_job
+from imgrank_dagster.defs.visualization.sensors import visualization_automation_sensor
 from imgrank_dagster.resources import build_resources
 
 
@@ -35,17 +43,22 @@ def build_definitions(resources: dict) -> dg.Definitions:
             labeled_images,
             cluster_assignments,
             similar_pairs,
+            neighbour_graph,
             image_base_scores,
             cluster_metrics,
             image_scores,
             labeling_priority,
+            embedding_map,
+            ranking_report,
+            fiftyone_dataset,
         ],
-        jobs=[discover_kartaview_job, ingest_sequences_job, rank_collection_job],
+        jobs=[discover_kartaview_job, ingest_sequences_job, rank_collection_job, refresh_views_job],
         sensors=[
             collections_sensor,
             kartaview_sequences_sensor,
             rank_after_ingestion_sensor,
             labels_sensor,
+            visualization_automation_sensor,
         ],
         schedules=[daily_refresh_schedule],
         resources=resources,

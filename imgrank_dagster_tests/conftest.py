@@ -4,7 +4,15 @@ Real parts throughout: generated JPEGs, real fastdup, real Parquet files, a real
 SQLite) Dagster instance. Tests that change labels work on their own copy (`fresh_pipeline`).
 """
 
+import ctypes
+import importlib.util
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +29,64 @@ from imgrank_dagster.partitions import collection_partitions, sequence_partition
 from imgrank_dagster.resources import ImgrankConfig, build_resources
 from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
 
-TEST_COLLECTIONS = {"city": (96, 8, 3), "town": (30, 5, 4)}  # images, sequences, seed
+# name: (images, sequences, seed, strategy)
+TEST_COLLECTIONS = {"city": (96, 8, 3, "study"), "town": (30, 5, 4, "coverage")}
+
+
+# --- FiftyOne: a private MongoDB for this test run --------------------------------------------
+# FiftyOne reads FIFTYONE_DATABASE_URI when it is first imported (nothing above imports it).
+# Its own database service would attach to any FiftyOne database already running for this user
+# (`make app`, another test run), whatever that database's folder; a mongod of our own on a
+# free port keeps the tests off data/fiftyone and off other runs. It starts in the background
+# now (the first database use waits for it), gets SIGTERM if pytest dies, and is stopped and
+# deleted at the end of the run (pytest_unconfigure).
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _start_test_mongod() -> tuple[subprocess.Popen, Path] | None:
+    spec = importlib.util.find_spec("fiftyone")  # finds the package without importing it
+    mongod = Path(spec.origin).parent / "db" / "bin" / "mongod" if spec and spec.origin else None
+    if mongod is None or not os.access(mongod, os.X_OK):
+        return None  # FiftyOne raises its own clear error on first use
+    folder = Path(tempfile.mkdtemp(prefix="imgrank-test-fiftyone-"))
+    (folder / "db").mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [mongod, "--dbpath", folder / "db", "--port", str(port)]
+    command += ["--bind_ip", "127.0.0.1", "--nounixsocket", "--logpath", folder / "mongod.log"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,  # no threads yet at conftest import: safe here
+    )
+    os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}/"
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(folder / "db")
+    return process, folder
+
+
+_TEST_MONGOD = _start_test_mongod()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _TEST_MONGOD is None:
+        return
+    database = sys.modules.get("fiftyone.core.odm.database")
+    if database is not None:
+        database._disconnect()  # FiftyOne's exit hook then skips the (stopped) database
+    process, folder = _TEST_MONGOD
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -73,21 +138,22 @@ def _pipeline(root: Path, instance: dg.DagsterInstance) -> Pipeline:
             n_duplicate_groups=0,
             defect_counts={},
         )
-        for name, (images, sequences, _) in TEST_COLLECTIONS.items()
+        for name, (images, sequences, _, _) in TEST_COLLECTIONS.items()
     }
     return Pipeline(data_dir, warehouse, instance, defs, demos)
 
 
 def build_pipeline(root: Path, instance: dg.DagsterInstance) -> Pipeline:
     data_dir = root / "data"
-    for name, (images, sequences, seed) in TEST_COLLECTIONS.items():
+    for name, (images, sequences, seed, _) in TEST_COLLECTIONS.items():
         generate_demo_collection(data_dir / name, n_images=images, n_sequences=sequences, seed=seed)
     collections = {
         name: {
             "source": {"type": "folder", "path": f"{name}/images"},
             "labels": f"{name}/labels.csv",
+            "strategy": strategy,
         }
-        for name in TEST_COLLECTIONS
+        for name, (_, _, _, strategy) in TEST_COLLECTIONS.items()
     }
     (data_dir / "collections.yaml").write_text(yaml.safe_dump({"collections": collections}))
     pipeline = _pipeline(root, instance)

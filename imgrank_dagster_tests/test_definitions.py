@@ -22,10 +22,14 @@ def test_asset_keys_snapshot() -> None:
             "labeled_images",
             "cluster_assignments",
             "similar_pairs",
+            "neighbour_graph",
             "image_base_scores",
             "cluster_metrics",
             "image_scores",
             "labeling_priority",
+            "embedding_map",
+            "ranking_report",
+            "fiftyone_dataset",
         ]
     )
 
@@ -36,12 +40,14 @@ def test_jobs_sensors_schedules_snapshot() -> None:
         "discover_kartaview",
         "ingest_sequences",
         "rank_collection",
+        "refresh_views",
     }
     assert {sensor.name for sensor in repository.sensor_defs} == {
         "collections_sensor",
         "kartaview_sequences_sensor",
         "labels_sensor",
         "rank_after_ingestion_sensor",
+        "visualization_automation_sensor",
     }
     assert {schedule.name for schedule in repository.schedule_defs} == {"daily_refresh_schedule"}
 
@@ -52,6 +58,13 @@ def test_label_dependent_assets_are_exactly_downstream_of_the_labelled_set() -> 
     graph = defs.resolve_asset_graph()
     selected = {key.to_user_string() for key in LABEL_DEPENDENT.resolve(graph)}
     assert selected == {"labeled_images", "cluster_metrics", "image_scores", "labeling_priority"}
+    # The views of the ranking are downstream of it but outside the labels fast path; the
+    # embedding map is label-independent.
+    downstream = {
+        key.to_user_string()
+        for key in dg.AssetSelection.keys("labeling_priority").downstream().resolve(graph)
+    }
+    assert downstream == {"labeling_priority", "ranking_report", "fiftyone_dataset"}
 
 
 def test_every_asset_is_partitioned_and_described() -> None:

@@ -170,3 +170,22 @@ def test_labels_covering_a_cluster_reorder_it_without_touching_features(fresh_pi
     for asset, count in counts_before.items():
         assert pipeline.materialization_count(asset, "city") == count, asset
     assert pipeline.materialization_count("labeling_priority", "city") == 2
+
+
+def test_views_follow_a_label_change_run(fresh_pipeline) -> None:
+    """The report and the FiftyOne dataset are requested after the ranking changed."""
+    pipeline = fresh_pipeline
+    views = dg.AssetSelection.groups("visualization")
+    before = dg.evaluate_automation_conditions(
+        defs=pipeline.defs, instance=pipeline.instance, asset_selection=views
+    )
+    _, cursor = evaluate(pipeline, None)
+    write_labels(pipeline, "city", labels_of(pipeline, "city") + unlabelled(pipeline, "city", 2))
+    result, _ = evaluate(pipeline, cursor)
+    execute(pipeline, result.run_requests[0])
+    after = dg.evaluate_automation_conditions(
+        defs=pipeline.defs, instance=pipeline.instance, asset_selection=views, cursor=before.cursor
+    )
+    for asset in ["ranking_report", "fiftyone_dataset"]:
+        assert "city" in after.get_requested_partitions(dg.AssetKey(asset)), asset
+        assert "town" not in after.get_requested_partitions(dg.AssetKey(asset)), asset

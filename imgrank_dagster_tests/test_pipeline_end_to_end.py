@@ -110,7 +110,13 @@ def test_clustering_metadata_and_determinism(ranked_pipeline) -> None:
 def test_lineage_links_each_file_to_its_inputs(ranked_pipeline) -> None:
     lineage = read_lineage(ranked_pipeline.warehouse / "labeling_priority" / "city.parquet")
     upstream = {item["asset_key"] for item in lineage["upstream"]}
-    assert upstream == {"image_scores", "cluster_metrics", "labeled_images", "feature_matrix"}
+    assert upstream == {
+        "image_scores",
+        "cluster_metrics",
+        "labeled_images",
+        "feature_matrix",
+        "neighbour_graph",
+    }
     scores = read_lineage(ranked_pipeline.warehouse / "image_scores" / "city.parquet")
     versions = {item["asset_key"]: item["data_version"] for item in lineage["upstream"]}
     assert versions["image_scores"] == scores["data_version"]
@@ -126,3 +132,27 @@ def test_scores_finite_and_components_in_range(ranked_pipeline) -> None:
     for column in ["uniqueness", "blur", "brightness"]:
         assert scores[column].between(0, 1).all(), column
     assert set(scores["uniqueness_punishment"]) <= {0.5, 1.0}
+
+
+def test_coverage_strategy_ranks_the_same_images_with_its_own_order(ranked_pipeline) -> None:
+    ranking = ranked_pipeline.read("labeling_priority", "town")
+    scores = ranked_pipeline.read("image_scores", "town")
+    unlabelled = set(scores.loc[~scores["labelled"], "image_id"])
+    assert set(ranking["image_id"]) == unlabelled
+    assert ranking["rank"].tolist() == list(range(1, len(ranking) + 1))
+    assert set(ranking["region"]) <= {"coverage", "held back", "defect"}
+    region_order = ranking["region"].map({"coverage": 0, "held back": 1, "defect": 2})
+    assert region_order.is_monotonic_increasing
+    covered = ranking[ranking["region"] == "coverage"]
+    assert len(covered) and (covered["covers"] >= 1).all()
+    # The study's components ride along; the coverage score is its own.
+    assert ranking["study_score"].notna().all() and ranking["uniqueness"].notna().all()
+    assert ranking["reason"].str.len().min() > 0
+    manifest = pd.read_csv(ranked_pipeline.data_dir / "town" / "manifest.csv")
+    black = set(manifest.loc[manifest["defect"] == "black", "image_id"]) & set(ranking["image_id"])
+    assert (ranking.set_index("image_id").loc[sorted(black), "region"] == "defect").all()
+    for name in RANKING_CHECKS:
+        key = dg.AssetCheckKey(dg.AssetKey("labeling_priority"), name)
+        storage = ranked_pipeline.instance.event_log_storage
+        record = storage.get_latest_asset_check_execution_by_key([key])[key]
+        assert record.status.value == "SUCCEEDED", name

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
@@ -25,4 +27,6 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
-    write_atomically(path, lambda temporary: frame.to_csv(temporary, index=False))
+    # pyarrow's writer is several times faster than pandas' on wide frames.
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_atomically(path, lambda temporary: pa_csv.write_csv(table, temporary))

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ OWN_SEQUENCES_ONLY = "own_sequences_only"
 # Input metadata: read only these columns (the ranking needs no embeddings).
 COLUMNS_METADATA = "columns"
 PREVIEW_ROWS = 10
+FAN_IN_READERS = 8
 
 
 def frame_data_version(frame: pd.DataFrame) -> str:
@@ -44,9 +46,12 @@ def frame_data_version(frame: pd.DataFrame) -> str:
             for value in column:
                 digest.update(np.asarray(value).tobytes())
                 digest.update(b"|")
-        else:
-            hashed = pd.util.hash_pandas_object(column.astype("object"), index=False)
-            digest.update(hashed.to_numpy().tobytes())
+            continue
+        try:
+            hashed = pd.util.hash_pandas_object(column, index=False)
+        except TypeError:  # unhashable values (dicts, mixed objects): hash their text
+            hashed = pd.util.hash_pandas_object(column.astype(str), index=False)
+        digest.update(hashed.to_numpy().tobytes())
     return digest.hexdigest()[:24]
 
 
@@ -106,7 +111,10 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                 context.asset_key
             ).code_version,
             "data_version": data_version,
-            "upstream": self._loaded_by_step.get(context.step_key, []),
+            "upstream": sorted(
+                self._loaded_by_step.get(context.step_key, []),
+                key=lambda item: (item["asset_key"], item["partition"] or ""),
+            ),
             "created_at": datetime.now(UTC).isoformat(),
         }
         metadata = dict(table.schema.metadata or {})
@@ -170,13 +178,17 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             # Always a dict for a fan-in, also when exactly one partition is mapped. A partition
             # that was never written (its run failed) is left out, not fatal: the consumer sees
             # which keys arrived.
-            frames = {}
-            for key in keys:
+            def load(key: str) -> pd.DataFrame | None:
                 try:
-                    frames[key] = self.load_from_path(context, paths[key])
+                    return self.load_from_path(context, paths[key])
                 except FileNotFoundError:
                     context.log.warning(f"{context.asset_key.to_user_string()} [{key}]: no file")
-            return frames
+                    return None
+
+            # Many small files: reading them concurrently hides the per-file latency.
+            with ThreadPoolExecutor(max_workers=FAN_IN_READERS) as pool:
+                loaded = dict(zip(keys, pool.map(load, keys), strict=True))
+            return {key: frame for key, frame in loaded.items() if frame is not None}
         frames = {key: self.load_from_path(context, paths[key]) for key in keys}
         if len(frames) != 1:
             raise dg.DagsterInvariantViolationError(

@@ -116,8 +116,6 @@ def kartaview_sequences_sensor(
         return dg.SkipReason(f"no new sequence in the discoveries of {', '.join(sorted(unread))}")
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[sequence_partitions.build_add_request(added)]
-        if added
-        else [],
+        dynamic_partitions_requests=[sequence_partitions.build_add_request(added)] if added else [],
         cursor=cursor,
     )

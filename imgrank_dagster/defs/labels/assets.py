@@ -5,7 +5,7 @@ import pandas as pd
 
 from imgrank_dagster.core.labels import labelled_set_hash, load_labels
 from imgrank_dagster.defs.metadata import frame_output
-from imgrank_dagster.defs.ranking.features import OWN_SEQUENCES, RANKING_GROUP, concat_frames
+from imgrank_dagster.defs.ranking.features import RANKING_GROUP, concat_frames, own_sequences
 from imgrank_dagster.partitions import collection_partitions
 from imgrank_dagster.resources import ImgrankConfig
 
@@ -15,7 +15,7 @@ from imgrank_dagster.resources import ImgrankConfig
     group_name=RANKING_GROUP,
     kinds={"python", "parquet"},
     code_version="1",
-    ins={"raw_image_sequences": OWN_SEQUENCES},
+    ins={"raw_image_sequences": own_sequences(columns=["image_id", "path"])},
     description="Labelled image ids from the collection's label files (CSV/TXT, COCO, Label "
     "Studio, CVAT). Its data version is a hash of the labelled set.",
 )

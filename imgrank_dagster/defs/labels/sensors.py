@@ -20,8 +20,11 @@ from imgrank_dagster.partitions import collection_partitions, sequence_partition
 from imgrank_dagster.resources import ImgrankConfig
 from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
 
-# labeled_images and everything downstream of it: by construction, the label-dependent work.
-LABEL_DEPENDENT = dg.AssetSelection.assets(labeled_images).downstream()
+# From the labelled set to the ranking: by construction, the label-dependent work. Views of
+# the ranking (report, FiftyOne) follow it on their own, outside this fast path.
+LABEL_DEPENDENT = dg.AssetSelection.assets(labeled_images).downstream() & (
+    dg.AssetSelection.keys("labeling_priority").upstream()
+)
 # What must exist before a label change can be applied incrementally.
 LABEL_INDEPENDENT_INPUTS = [dg.AssetKey("cluster_assignments"), dg.AssetKey("image_base_scores")]
 

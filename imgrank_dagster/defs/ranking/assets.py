@@ -4,14 +4,18 @@ Label-independent: cluster_assignments, similar_pairs, image_base_scores.
 Label-dependent (re-run by the labels sensor): cluster_metrics, image_scores, labeling_priority.
 """
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
-from imgrank_dagster.core import scoring, study
+from imgrank_dagster.core import scoring, strategies, study
 from imgrank_dagster.core.features import embedding_matrix
 from imgrank_dagster.core.files import write_csv_atomically
+from imgrank_dagster.core.neighbours import build_neighbour_graph
 from imgrank_dagster.core.plots import bar_png, curve_png
 from imgrank_dagster.core.ranking_checks import ranking_problems
+from imgrank_dagster.core.report import thumbnail_data_uri
 from imgrank_dagster.defs.metadata import frame_output, frame_table, png_markdown
 from imgrank_dagster.defs.ranking.features import RANKING_GROUP
 from imgrank_dagster.partitions import collection_partitions
@@ -19,10 +23,16 @@ from imgrank_dagster.resources import ImgrankConfig
 from imgrank_dagster.resources.parquet_io_manager import COLUMNS_METADATA
 
 RANKING_EXPORT_NAME = "all_score_after_rank.csv"  # the study's file name
+TOP_THUMBNAIL_PX = 64  # inline JPEGs in the top-20 preview: about 3 KB each
 # What the ranking needs from the feature matrix: everything but the embeddings.
 FEATURE_CONTEXT = dg.AssetIn(
     "feature_matrix",
-    metadata={COLUMNS_METADATA: ["image_id", "sequence_id", "path", "captured_at", "lat", "lng"]},
+    metadata={
+        COLUMNS_METADATA: [
+            *["image_id", "sequence_id", "path", "captured_at", "lat", "lng"],
+            *["blur", "brightness", "min_value", "max_value"],
+        ]
+    },
 )
 
 
@@ -122,6 +132,20 @@ def image_base_scores(
 
 
 @_asset(
+    "The k nearest neighbours of every image (cosine distance of the fastdup features; frames "
+    "of one sequence close in time and space count as near): built once per collection, "
+    "reused by every re-rank of the coverage strategy.",
+)
+def neighbour_graph(feature_matrix: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    graph = build_neighbour_graph(
+        embedding_matrix(feature_matrix),
+        image_ids=feature_matrix["image_id"].tolist(),
+        places=feature_matrix,
+    )
+    return frame_output(graph.to_frame(), k=graph.k, method=graph.method)
+
+
+@_asset(
     "Per cluster: size, labelled count and fraction, priority group (1 = no labelled "
     "image ... 4 = well covered), mean silhouette, the image nearest the centroid.",
 )
@@ -141,8 +165,9 @@ def cluster_metrics(
         clusters=len(metrics),
         clusters_without_labels=int((metrics["labelled_count"] == 0).sum()),
         cluster_table=frame_table(metrics, limit=100),
-        priority_groups=png_markdown(
-            bar_png(groups.to_dict(), "Clusters per priority group", "priority group", "clusters")
+        # Counts, not a plot: label-dependent steps stay fast (no matplotlib on the hot path).
+        clusters_per_priority_group=dg.MetadataValue.json(
+            {str(group): int(count) for group, count in groups.items()}
         ),
     )
 
@@ -166,15 +191,25 @@ def image_scores(
         scores,
         labelled=int(scores["labelled"].sum()),
         similar_to_labelled=int((scores["similar_distance"] > 0).sum()),
-        score_histogram=png_markdown(
-            bar_png(
-                scores["score"].round(1).value_counts().sort_index().to_dict(),
-                "Scores (rounded to 0.1)",
-                "score",
-                "images",
-            )
+        score_quantiles=dg.MetadataValue.json(
+            {
+                f"{q:.0%}": round(float(v), 4)
+                for q, v in scores["score"].quantile([0, 0.1, 0.5, 0.9, 1]).items()
+            }
         ),
     )
+
+
+def _top_with_thumbnails(ranking: pd.DataFrame, image_root: Path, count: int = 20) -> str:
+    """The top of the ranking as markdown, each row with a small inline thumbnail."""
+    top = ranking.head(count)[["rank", "image_id", "score", "region", "priority_group", "reason"]]
+    uris = [
+        thumbnail_data_uri(image_root / path, TOP_THUMBNAIL_PX) if isinstance(path, str) else None
+        for path in ranking["path"].head(count)
+    ]
+    top = top.round(3)
+    top.insert(0, "thumbnail", [f"![]({uri})" if uri else "" for uri in uris])
+    return top.to_markdown(index=False)
 
 
 RANKING_CHECKS = {
@@ -186,9 +221,10 @@ RANKING_CHECKS = {
 
 
 @_asset(
-    "The ranked 'label this first' list: accepted unlabelled images ordered by score region, "
-    "cluster priority group and score, with a readable reason. Also exported as CSV.",
-    ins={"feature_matrix": FEATURE_CONTEXT},
+    "The ranked 'label this first' list of accepted unlabelled images, with a readable reason: "
+    "by score region, cluster priority group and score (strategy 'study'), or a greedy "
+    "coverage order (strategy 'coverage'). Also exported as CSV.",
+    ins={"feature_matrix": FEATURE_CONTEXT, "neighbour_graph": dg.AssetIn("neighbour_graph")},
     check_specs=[
         dg.AssetCheckSpec(name, asset="labeling_priority", description=description)
         for name, description in RANKING_CHECKS.items()
@@ -201,10 +237,17 @@ def labeling_priority(
     cluster_metrics: pd.DataFrame,
     labeled_images: pd.DataFrame,
     feature_matrix: pd.DataFrame,
+    neighbour_graph: pd.DataFrame,
 ):
     collection = imgrank.collection(context.partition_key)
-    ranking = scoring.rank_images(
-        image_scores, cluster_metrics, collection.scoring, image_info=feature_matrix
+    ranking = strategies.rank(
+        collection.strategy,
+        image_scores,
+        cluster_metrics,
+        feature_matrix,
+        set(labeled_images["image_id"]),
+        collection.scoring,
+        neighbour_graph,
     )
     problems = ranking_problems(
         ranking, set(feature_matrix["image_id"]), set(labeled_images["image_id"])
@@ -217,13 +260,10 @@ def labeling_priority(
     yield frame_output(
         ranking,
         export=dg.MetadataValue.path(str(export)),
+        strategy=collection.strategy,
         ranked_images=len(ranking),
         regions=dg.MetadataValue.json({k: int(v) for k, v in regions.items()}),
-        top_20=dg.MetadataValue.md(
-            ranking.head(20)[["rank", "image_id", "score", "region", "priority_group", "reason"]]
-            .round(3)
-            .to_markdown(index=False)
-        ),
+        top_20=dg.MetadataValue.md(_top_with_thumbnails(ranking, collection.image_root)),
     )
     for name, found in problems.items():
         yield dg.AssetCheckResult(

@@ -6,13 +6,20 @@ import pandas as pd
 from imgrank_dagster.core.collections import split_sequence_key
 from imgrank_dagster.defs.metadata import frame_output, frame_table
 from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources.parquet_io_manager import OWN_SEQUENCES_ONLY
+from imgrank_dagster.resources.parquet_io_manager import COLUMNS_METADATA, OWN_SEQUENCES_ONLY
 
 RANKING_GROUP = "ranking"
-# A collection partition reads the sequence partitions of its own collection only.
-OWN_SEQUENCES = dg.AssetIn(
-    partition_mapping=dg.AllPartitionMapping(), metadata={OWN_SEQUENCES_ONLY: True}
-)
+
+
+def own_sequences(columns: list[str] | None = None) -> dg.AssetIn:
+    """A collection partition's input: the sequence partitions of its own collection only."""
+    metadata: dict[str, object] = {OWN_SEQUENCES_ONLY: True}
+    if columns is not None:
+        metadata[COLUMNS_METADATA] = columns
+    return dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata=metadata)
+
+
+OWN_SEQUENCES = own_sequences()
 RAW_KEEP = ["image_id", "sequence_id", "sequence_index", "path", "captured_at", "lat", "lng"]
 
 

@@ -21,7 +21,7 @@ ACTIVE_STATUSES = [
 
 
 def collection_of(partition_key: str) -> str:
-    """"<collection>" of "<collection>" or "<collection>.<sequence>" (names have no dot).
+    """ "<collection>" of "<collection>" or "<collection>.<sequence>" (names have no dot).
 
     Never raises: a stray key added by hand in the UI must not stop the sensor.
     """

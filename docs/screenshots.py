@@ -1,0 +1,105 @@
+"""The README's screenshots, taken from the demo with Debian's headless chromium.
+
+    make demo && make app      # once: the demo's ranking, report and FiftyOne dataset (Ctrl-C)
+    FIFTYONE_DATABASE_DIR=$PWD/data/fiftyone/db .venv/bin/python docs/screenshots.py
+
+Writes docs/report.png (the HTML report, opened from disk) and docs/fiftyone_app.png (the App
+on the demo's "label next" view), each reduced to 256 colours to stay small.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from imgrank_dagster.core import fiftyone_sync
+from imgrank_dagster.defs.visualization.assets import FIFTYONE_DIR, REPORT_DIR
+from imgrank_dagster.resources import ImgrankConfig, default_data_dir
+
+DOCS = Path(__file__).resolve().parent
+COLLECTION = "demo"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+
+
+def browser(width: int, height: int) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in [*FLAGS, f"--window-size={width},{height}"]:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='imgrank-chromium-')}")
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def save_small_png(png: bytes, target: Path) -> None:
+    with tempfile.NamedTemporaryFile(suffix=".png") as raw:
+        Path(raw.name).write_bytes(png)
+        with Image.open(raw.name) as image:
+            image.convert("RGB").quantize(colors=256).save(target, optimize=True)
+    print(f"{target}: {target.stat().st_size // 1024} KB")
+
+
+def report_screenshot(report: Path) -> None:
+    driver = browser(1280, 900)
+    try:
+        driver.get(report.as_uri())
+        time.sleep(2)
+        save_small_png(driver.get_screenshot_as_png(), DOCS / "report.png")
+    finally:
+        driver.quit()
+
+
+def app_screenshot(port: int) -> None:
+    driver = browser(1400, 850)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        time.sleep(20)  # the App loads its bundle, then the grid's images
+        for button in driver.find_elements(By.XPATH, "//*[normalize-space(text())='Dismiss']"):
+            button.click()  # the Enterprise advertisement
+        time.sleep(2)
+        save_small_png(driver.get_screenshot_as_png(), DOCS / "fiftyone_app.png")
+    finally:
+        driver.quit()
+
+
+def main() -> int:
+    data_dir = default_data_dir()
+    report = ImgrankConfig(data_dir=str(data_dir)).exports_dir(COLLECTION) / REPORT_DIR
+    if not (report / "index.html").is_file():
+        print(f"no report at {report}: run `make demo` and `make app` first", file=sys.stderr)
+        return 1
+    report_screenshot(report / "index.html")
+    fiftyone_sync.use_database_dir(data_dir / FIFTYONE_DIR)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    session = fiftyone_sync.launch_app(
+        COLLECTION, fiftyone_sync.LABEL_NEXT_VIEW, "127.0.0.1", port
+    )
+    try:
+        fiftyone_sync.wait_until_serving("127.0.0.1", port)
+        app_screenshot(port)
+    finally:
+        fiftyone_sync.close_app(session)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

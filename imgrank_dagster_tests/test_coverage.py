@@ -1,0 +1,354 @@
+"""The coverage strategy and its neighbour graph, on small embeddings with planted structure."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imgrank_dagster.core.coverage import (
+    RANKING_COLUMNS,
+    coverage_radii,
+    detect_defects,
+    rank_by_coverage,
+)
+from imgrank_dagster.core.neighbours import (
+    NeighbourGraph,
+    build_neighbour_graph,
+    neighbour_recall,
+)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _clusters(sizes: list[int], seed: int = 0, spread: float = 0.15, dims: int = 64):
+    """Tight clusters around random centres; returns embeddings and the cluster of each row."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(sizes), dims))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    noise = rng.standard_normal((len(labels), dims)) * spread
+    return _unit(centres[labels] + noise), labels
+
+
+def _orthonormal(count: int, dims: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dims, count)))
+    return q.T
+
+
+def _ids(n: int, prefix: str = "img") -> list[str]:
+    return [f"{prefix}/{row:04d}" for row in range(n)]
+
+
+def _first_rank(ranking: pd.DataFrame, ids: set[str]) -> int:
+    return int(ranking.loc[ranking["image_id"].isin(ids), "rank"].min())
+
+
+# -- the neighbour graph -------------------------------------------------------------------
+
+
+def test_exact_graph_matches_brute_force():
+    rng = np.random.default_rng(1)
+    embeddings = rng.standard_normal((300, 32)).astype(np.float32) * 3.0
+    graph = build_neighbour_graph(embeddings, k=7, image_ids=_ids(300))
+    vectors = _unit(embeddings)
+    distances = 1 - vectors @ vectors.T
+    np.fill_diagonal(distances, np.inf)
+    expected = np.argsort(distances, axis=1)[:, :7]
+    assert graph.method == "exact"
+    assert np.array_equal(graph.indices, expected)
+    np.testing.assert_allclose(
+        graph.distances, np.take_along_axis(distances, expected, axis=1), atol=1e-5
+    )
+    assert np.array_equal(graph.distances, graph.content_distances)
+
+
+def test_approximate_graph_finds_most_true_neighbours():
+    embeddings, _ = _clusters([150] * 20, seed=2, spread=0.4)
+    graph = build_neighbour_graph(embeddings, k=10, exact_limit=0)
+    assert graph.method == "ivf"
+    assert neighbour_recall(embeddings, graph, sample=300) >= 0.95
+    # The distances it reports are the true ones for the pairs it lists.
+    vectors = _unit(embeddings)
+    listed = 1 - np.einsum("id,ikd->ik", vectors, vectors[graph.indices])
+    np.testing.assert_allclose(graph.distances, listed, atol=1e-5)
+    assert (np.diff(graph.distances, axis=1) >= 0).all()
+
+
+def test_graph_round_trips_through_parquet(tmp_path):
+    embeddings, _ = _clusters([20, 20], seed=3)
+    graph = build_neighbour_graph(embeddings, k=5, image_ids=_ids(40))
+    path = tmp_path / "graph.parquet"
+    graph.to_frame().to_parquet(path)
+    loaded = NeighbourGraph.from_frame(pd.read_parquet(path))
+    assert loaded.image_ids.tolist() == graph.image_ids.tolist()
+    assert np.array_equal(loaded.indices, graph.indices)
+    assert np.array_equal(loaded.distances, graph.distances)
+    assert loaded.method == "exact"
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "kwargs", "message"),
+    [
+        (np.array([[1.0, np.nan], [1.0, 0.0]]), {}, "NaN"),
+        (np.array([[0.0, 0.0], [1.0, 0.0]]), {}, "all zero"),
+        (np.ones((1, 4)), {}, "at least 2"),
+        (np.ones((3, 4)), {"image_ids": ["a", "b"]}, "image_ids has 2 entries"),
+        (np.ones((3, 4)), {"alpha": 0.0}, "alpha"),
+        (np.ones((3, 4)), {"k": 0}, "k must be"),
+        (np.ones(4), {}, "2-d"),
+    ],
+)
+def test_graph_rejects_bad_input(embeddings, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_neighbour_graph(embeddings, **kwargs)
+
+
+# -- a collection with sequences: frames at moderate content distance, with time and GPS -----
+
+
+def _street_collection(with_places: bool):
+    """40 background pairs (no metadata) whose partner distances spread over 0.02-0.06, and 8
+    sequences of 5 frames, every two frames of a sequence at content distance 0.06, with
+    capture time 1 s and ~5.5 m apart. The median nearest-neighbour distance is ~0.05, so
+    by content alone frames of a sequence are distinct images."""
+    pairs, sequences, frames = 40, 8, 5
+    basis = _orthonormal(pairs + 2 * pairs + sequences + sequences * frames, 200, seed=4)
+    bases, noise = basis[:pairs], basis[pairs : 3 * pairs]
+    sequence_bases = basis[3 * pairs : 3 * pairs + sequences]
+    frame_noise = basis[3 * pairs + sequences :]
+    spread = np.linspace(0.02, 0.06, pairs)
+    rows, meta = [], []
+    for pair in range(pairs):
+        for side in range(2):
+            t = spread[pair]
+            rows.append(np.sqrt(1 - t) * bases[pair] + np.sqrt(t) * noise[2 * pair + side])
+            meta.append({"image_id": f"bg-{pair:02d}/{side}", "sequence_id": f"bg-{pair:02d}",
+                         "sequence_index": side, "captured_at": pd.NaT,
+                         "lat": np.nan, "lng": np.nan})
+    start = pd.Timestamp("2024-05-01 10:00", tz="UTC")
+    for sequence in range(sequences):
+        for frame in range(frames):
+            t = 0.06
+            noise_row = frame_noise[sequence * frames + frame]
+            rows.append(np.sqrt(1 - t) * sequence_bases[sequence] + np.sqrt(t) * noise_row)
+            meta.append({
+                "image_id": f"seq-{sequence}/frame_{frame}",
+                "sequence_id": f"seq-{sequence}",
+                "sequence_index": frame,
+                "captured_at": start + pd.Timedelta(hours=sequence, seconds=frame),
+                "lat": 52.5 + 0.01 * sequence + 0.00005 * frame,
+                "lng": 13.4,
+            })
+    meta = pd.DataFrame(meta)
+    graph = build_neighbour_graph(
+        np.array(rows, dtype=np.float32),
+        image_ids=meta["image_id"].tolist(),
+        places=meta if with_places else None,
+    )
+    return graph, meta
+
+
+def _coverage_frames_by_sequence(ranking: pd.DataFrame) -> dict[str, list[int]]:
+    picked = ranking[(ranking["region"] == "coverage") & ranking["image_id"].str.startswith("seq")]
+    frames: dict[str, list[int]] = {}
+    for image_id in picked["image_id"]:
+        sequence, frame = image_id.split("/frame_")
+        frames.setdefault(sequence, []).append(int(frame))
+    return frames
+
+
+def test_place_mixing_joins_only_nearby_frames_of_one_sequence():
+    graph, meta = _street_collection(with_places=True)
+    position = {image_id: row for row, image_id in enumerate(graph.image_ids)}
+    row = position["seq-2/frame_2"]
+    by_neighbour = dict(zip(graph.indices[row], graph.distances[row], strict=True))
+    content = dict(zip(graph.indices[row], graph.content_distances[row], strict=True))
+    one_step, two_steps = position["seq-2/frame_1"], position["seq-2/frame_0"]
+    assert by_neighbour[one_step] < by_neighbour[two_steps] < content[two_steps]
+    background = [position[i] for i in meta["image_id"] if i.startswith("bg-")]
+    assert np.array_equal(graph.distances[background], graph.content_distances[background])
+
+
+def test_neighbouring_frames_of_a_sequence_count_as_one_place():
+    graph, _ = _street_collection(with_places=True)
+    ranking = rank_by_coverage(graph)
+    for sequence, frames in _coverage_frames_by_sequence(ranking).items():
+        frames = sorted(frames)
+        assert all(b - a >= 3 for a, b in itertools.pairwise(frames)), sequence
+    same_place = ranking[ranking["held_back_reason"].str.startswith("same place as seq-")]
+    assert len(same_place) >= 8
+    # Control: without the metadata the same frames are distinct images, all picked.
+    plain = rank_by_coverage(_street_collection(with_places=False)[0])
+    assert all(len(frames) == 5 for frames in _coverage_frames_by_sequence(plain).values())
+
+
+# -- coverage order ---------------------------------------------------------------------------
+
+
+def test_greedy_order_covers_the_most_first_and_outliers_late():
+    embeddings, labels = _clusters([30, 12, 5], seed=5)
+    outliers = _unit(np.random.default_rng(6).standard_normal((3, 64)))
+    embeddings = np.vstack([embeddings, outliers])
+    labels = np.concatenate([labels, [-1, -1, -1]])
+    ids = np.array(_ids(len(labels)))
+    ranking = rank_by_coverage(build_neighbour_graph(embeddings, image_ids=ids.tolist()))
+    cluster_of = dict(zip(ids, labels, strict=True))
+    ranked_clusters = ranking["image_id"].map(cluster_of).to_numpy()
+    assert ranked_clusters[0] == 0
+    first = {cluster: int(np.argmax(ranked_clusters == cluster)) for cluster in (0, 1, 2, -1)}
+    assert first[0] < first[1] < first[2] < first[-1]
+    stage_one = ranking[ranking["stage"] == 0]
+    assert (np.diff(stage_one["covers"].to_numpy()) <= 0).all()  # greedy: gains never grow
+    assert stage_one["covers"].iloc[0] > stage_one["covers"].iloc[-1]
+
+
+def test_images_near_labelled_ones_come_after_uncovered_ones():
+    embeddings, labels = _clusters([20, 20], seed=7)
+    ids = np.array(_ids(40))
+    graph = build_neighbour_graph(embeddings, image_ids=ids.tolist())
+    in_a, in_b = set(ids[labels == 0]), set(ids[labels == 1])
+    ranking = rank_by_coverage(graph, labelled_ids=[ids[0], ids[1]])
+    assert ranking["image_id"].iloc[0] in in_b
+    assert _first_rank(ranking, in_b) < _first_rank(ranking, in_a - {ids[0], ids[1]})
+    assert not ranking["image_id"].isin({ids[0], ids[1]}).any()
+    # Labelling the other cluster flips it.
+    flipped = rank_by_coverage(graph, labelled_ids=[ids[20], ids[21]])
+    assert flipped["image_id"].iloc[0] in in_a
+    # Labels naming images the collection no longer holds are ignored.
+    unknown = rank_by_coverage(graph, labelled_ids=[ids[0], ids[1], "gone/0001"])
+    assert unknown["image_id"].tolist() == ranking["image_id"].tolist()
+
+
+def test_no_second_near_duplicate_before_every_group_had_its_first():
+    rng = np.random.default_rng(8)
+    distinct = rng.standard_normal((60, 128))
+    groups = rng.standard_normal((8, 128))
+    copies = np.repeat(groups, 3, axis=0) + rng.standard_normal((24, 128)) * 0.01
+    embeddings = _unit(np.vstack([distinct, copies]))
+    ids = [f"distinct/{row:02d}" for row in range(60)]
+    ids += [f"group-{group}/copy-{copy}" for group in range(8) for copy in range(3)]
+    ranking = rank_by_coverage(build_neighbour_graph(embeddings, image_ids=ids))
+    grouped = ranking[ranking["image_id"].str.startswith("group-")].copy()
+    grouped["group"] = grouped["image_id"].str.split("/").str[0]
+    order_in_group = grouped.groupby("group").cumcount()
+    firsts, seconds = grouped[order_in_group == 0], grouped[order_in_group >= 1]
+    assert len(firsts) == 8
+    assert firsts["rank"].max() < seconds["rank"].min()
+    assert (seconds["region"] == "held back").all()
+    for row in seconds.itertuples():
+        assert row.held_back_reason.startswith(f"near-duplicate of {row.group}/")
+
+
+def test_defects_go_last_in_their_own_region():
+    embeddings, _ = _clusters([25, 25], seed=9)
+    ids = _ids(50)
+    rng = np.random.default_rng(10)
+    quality = pd.DataFrame(
+        {
+            "image_id": ids,
+            "blur": rng.lognormal(6, 0.3, 50),
+            "brightness": rng.normal(120, 10, 50),
+            "min_value": rng.integers(0, 20, 50),
+            "max_value": rng.integers(220, 256, 50),
+        }
+    )
+    planted = {
+        ids[3]: {"brightness": 2.0, "max_value": 9},  # black
+        ids[10]: {"brightness": 20.0},  # very dark for this collection
+        ids[30]: {"brightness": 250.0, "min_value": 245},  # overexposed
+        ids[40]: {"blur": 1.0},  # very blurred
+    }
+    for image_id, values in planted.items():
+        for column, value in values.items():
+            quality.loc[quality["image_id"] == image_id, column] = value
+    graph = build_neighbour_graph(embeddings, image_ids=ids)
+    ranking = rank_by_coverage(graph, quality=quality)
+    assert ranking["image_id"].is_unique and len(ranking) == 50
+    tail = ranking.tail(4)
+    assert set(tail["image_id"]) == set(planted)
+    assert (tail["region"] == "defect").all()
+    assert (ranking["region"].iloc[:-4] != "defect").all()
+    reasons = dict(zip(tail["image_id"], tail["held_back_reason"], strict=True))
+    assert reasons[ids[3]].startswith("black frame")
+    assert reasons[ids[10]].startswith("very dark")
+    assert reasons[ids[30]].startswith("overexposed")
+    assert reasons[ids[40]].startswith("very blurred")
+
+
+def test_defect_limits_come_from_the_collection():
+    rng = np.random.default_rng(11)
+    night = pd.DataFrame(
+        {
+            "image_id": _ids(40),
+            "blur": rng.lognormal(5, 0.3, 40),
+            "brightness": rng.normal(30, 3, 40),  # a night collection: dark is normal here
+            "min_value": rng.integers(0, 5, 40),
+            "max_value": rng.integers(150, 256, 40),
+        }
+    )
+    assert not detect_defects(night)["defect"].any()
+    given = pd.DataFrame({"image_id": ["a", "b"], "defect": [True, False]})
+    assert detect_defects(given)["defect"].tolist() == [True, False]
+    with pytest.raises(ValueError, match="brightness"):
+        detect_defects(pd.DataFrame({"image_id": ["a"], "blur": [1.0]}))
+
+
+def test_radius_is_derived_from_the_data():
+    embeddings, _ = _clusters([30, 20, 10, 5], seed=12, spread=0.3)
+    graph = build_neighbour_graph(embeddings, image_ids=_ids(65))
+    scaled = NeighbourGraph(
+        graph.image_ids, graph.indices, graph.distances * 0.37, graph.content_distances * 0.37,
+        graph.method,
+    )
+    np.testing.assert_allclose(coverage_radii(scaled), coverage_radii(graph) * 0.37, rtol=1e-5)
+    labelled = _ids(65)[:3]
+    original = rank_by_coverage(graph, labelled)
+    rescaled = rank_by_coverage(scaled, labelled)
+    assert rescaled["image_id"].tolist() == original["image_id"].tolist()
+    assert rescaled["covers"].tolist() == original["covers"].tolist()
+
+
+def test_ranking_is_deterministic():
+    embeddings, _ = _clusters([30, 20, 10], seed=13, spread=0.3)
+    ids = _ids(60)
+    first = rank_by_coverage(build_neighbour_graph(embeddings, image_ids=ids), {ids[5], ids[40]})
+    second = rank_by_coverage(build_neighbour_graph(embeddings, image_ids=ids), [ids[40], ids[5]])
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_every_row_says_why():
+    embeddings, labels = _clusters([20, 15, 10], seed=14, spread=0.3)
+    ids = np.array(_ids(45))
+    clusters = pd.DataFrame({"image_id": ids, "cluster": labels})
+    graph = build_neighbour_graph(embeddings, image_ids=ids.tolist())
+    subset = ids[:40].tolist()  # rank only some images
+    ranking = rank_by_coverage(graph, [ids[0]], image_ids=subset, clusters=clusters)
+    assert list(ranking.columns) == RANKING_COLUMNS
+    assert ranking["rank"].tolist() == list(range(1, 40))
+    assert set(ranking["image_id"]) == set(subset) - {ids[0]}
+    assert (ranking["reason"].str.len() > 0).all()
+    coverage = ranking[ranking["region"] == "coverage"]
+    assert (coverage["covers"] >= 1).all()
+    assert coverage["reason"].str.match(r"covers \d+ uncovered image").all()
+    assert (ranking.loc[ranking["region"] != "coverage", "held_back_reason"] != "").all()
+    # Clusters 1 and 2 have no labels: exactly their first ranked image opens them.
+    opened = ranking[ranking["opens_unlabelled_cluster"]]
+    assert sorted(opened["cluster"]) == [1, 2]
+    for row in opened.itertuples():
+        assert row.rank == ranking.loc[ranking["cluster"] == row.cluster, "rank"].min()
+        assert f"opens cluster {row.cluster}" in row.reason
+
+
+def test_rank_rejects_images_outside_the_graph():
+    embeddings, _ = _clusters([10, 10], seed=15)
+    graph = build_neighbour_graph(embeddings, image_ids=_ids(20))
+    with pytest.raises(ValueError, match="image_ids: 1 image"):
+        rank_by_coverage(graph, image_ids=[*_ids(20)[:5], "other/0001"])
+    with pytest.raises(ValueError, match="clusters lacks"):
+        rank_by_coverage(graph, clusters=pd.DataFrame({"image_id": _ids(20)}))
+    everything = rank_by_coverage(graph, labelled_ids=_ids(20))
+    assert everything.empty and list(everything.columns) == RANKING_COLUMNS
