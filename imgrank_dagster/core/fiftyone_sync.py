@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from imgrank_dagster.core.scoring import COMPONENT_COLUMNS
+
 LABELLED_TAG = "labelled"
 MAP_BRAIN_KEY = "embedding_map"
 LABEL_NEXT_VIEW = "label next"
@@ -55,17 +57,7 @@ SCALAR_FIELDS = {
     "sequence_index": "IntField",
     "captured_at": "DateTimeField",
 }
-SCORE_FIELDS = [
-    "uniqueness",
-    "uniqueness_punishment",
-    "outlier_distance",
-    "similar_distance",
-    "blur",
-    "brightness",
-    "duplicate_group",
-    "cluster",
-    "labelled",
-]
+SCORE_FIELDS = [*COMPONENT_COLUMNS, "duplicate_group", "cluster", "labelled"]
 FEATURE_FIELDS = ["image_id", "path", "sequence_id", "sequence_index", "captured_at", "lat", "lng"]
 SAMPLE_COLUMNS = [
     "image_id",
