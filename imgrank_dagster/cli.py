@@ -21,12 +21,17 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import yaml
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from imgrank_dagster.core.demo import generate_demo_collection
 from imgrank_dagster.core.files import write_atomically
 from imgrank_dagster.core.kartaview import ATTRIBUTION, BASE_URL_ENV, LICENCE
 from imgrank_dagster.core.kartaview.fake_server import FakeKartaView
 from imgrank_dagster.definitions import build_definitions, defs
+from imgrank_dagster.defs.ingestion.assets import SEQUENCES_PER_RUN
 from imgrank_dagster.defs.ingestion.sensors import new_partitions
 from imgrank_dagster.defs.kartaview.schedules import daily_refresh_schedule
 from imgrank_dagster.defs.kartaview.sensors import kartaview_sequences_sensor
@@ -50,27 +55,55 @@ def register_partitions(instance: dg.DagsterInstance, imgrank: ImgrankConfig) ->
     instance.add_dynamic_partitions(sequence_partitions.name, added_sequences)
 
 
+def pending_ranges(all_keys: list[str], wanted: set[str], size: int) -> list[list[str]]:
+    """Runs of keys that are consecutive in the partition order and all wanted, <= size each.
+
+    A run over a range covers every key between its ends, so a range never spans a key that
+    is not wanted (already ingested, or another collection's).
+    """
+    ranges: list[list[str]] = []
+    current: list[str] = []
+    for key in all_keys:
+        if key not in wanted or len(current) == size:
+            if current:
+                ranges.append(current)
+            current = []
+        if key in wanted:
+            current.append(key)
+    if current:
+        ranges.append(current)
+    return ranges
+
+
 def ingest_collection(instance: dg.DagsterInstance, collection: str) -> list[str]:
-    """Ingest every sequence of the collection not ingested yet; returns failed sequences."""
-    keys = [
-        key
-        for key in instance.get_dynamic_partitions(sequence_partitions.name)
-        if key.startswith(f"{collection}.")
-    ]
+    """Ingest every sequence of the collection not ingested yet; returns failed sequences.
+
+    Consecutive sequences go in runs of up to SEQUENCES_PER_RUN, as a backfill from the UI
+    does: fastdup then starts once per run instead of once per sequence.
+    """
+    all_keys = instance.get_dynamic_partitions(sequence_partitions.name)
     done = instance.get_materialized_partitions(dg.AssetKey("image_features"))
     job = defs.resolve_job_def("ingest_sequences")
     failed = []
-    for number, key in enumerate(keys, start=1):
-        if key in done:
-            continue
+    wanted = {key for key in all_keys if key.startswith(f"{collection}.") and key not in done}
+    for keys in pending_ranges(all_keys, wanted, SEQUENCES_PER_RUN):
         started = time.perf_counter()
         result = job.execute_in_process(
-            instance=instance, partition_key=key, raise_on_error=False, run_config=INFO_LOGS
+            instance=instance,
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: keys[0],
+                ASSET_PARTITION_RANGE_END_TAG: keys[-1],
+            },
+            raise_on_error=False,
+            run_config=INFO_LOGS,
         )
         status = "ok" if result.success else "FAILED"
-        print(f"  [{number}/{len(keys)}] {key}: {status} ({time.perf_counter() - started:.1f} s)")
+        print(
+            f"  {keys[0]} .. {keys[-1]} ({len(keys)} sequences): {status} "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
         if not result.success:
-            failed.append(key)
+            failed.extend(keys)
     return failed
 
 

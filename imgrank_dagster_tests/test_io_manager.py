@@ -6,6 +6,10 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 from upath import UPath
 
 from imgrank_dagster.defs.ranking.features import OWN_SEQUENCES
@@ -146,3 +150,46 @@ def test_same_code_path_for_fsspec_urls() -> None:
     assert table.num_rows == 2
     assert LINEAGE_METADATA_KEY in table.schema.metadata
     assert read_lineage(path)["partition"] == "city.s1"
+
+
+@dg.asset(
+    partitions_def=sequence_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=10),
+)
+def several_frames(context: dg.AssetExecutionContext) -> dg.Output:
+    frames = {key: pd.DataFrame({"sequence": [key]}) for key in context.partition_keys}
+    return dg.Output(frames if len(frames) > 1 else frames[context.partition_key])
+
+
+@dg.asset(
+    partitions_def=sequence_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=10),
+)
+def several_counts(context: dg.AssetExecutionContext, several_frames) -> dg.Output:
+    frames = (
+        several_frames
+        if isinstance(several_frames, dict)
+        else {context.partition_key: several_frames}
+    )
+    assert sorted(frames) == sorted(context.partition_keys)
+    return dg.Output({key: frame.assign(rows=len(frame)) for key, frame in frames.items()})
+
+
+def test_a_run_over_several_partitions_writes_one_file_each(tmp_path: Path) -> None:
+    keys = ["city.s1", "city.s2", "city.s3"]
+    instance = _instance_with(keys, ["city"])
+    result = dg.materialize(
+        [several_frames, several_counts],
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: "city.s1", ASSET_PARTITION_RANGE_END_TAG: "city.s3"},
+        resources={"io_manager": ParquetIOManager(base_path=str(tmp_path))},
+    )
+    assert result.success
+    for key in keys:
+        path = tmp_path / "several_counts" / f"{key}.parquet"
+        assert pd.read_parquet(path)["sequence"].tolist() == [key]
+        lineage = read_lineage(path)
+        assert lineage["partition"] == key
+        # Each partition's lineage names its own upstream partition only.
+        assert [item["partition"] for item in lineage["upstream"]] == [key]
+    assert instance.get_materialized_partitions(dg.AssetKey("several_counts")) == set(keys)

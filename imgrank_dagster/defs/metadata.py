@@ -24,6 +24,17 @@ def frame_output(
     )
 
 
+def partitions_output(frames: dict[str, pd.DataFrame], **metadata: Any) -> dg.Output:
+    """One frame per partition of the run.
+
+    A one-partition run stores the frame with its content version; a run over several
+    partitions stores the dict, and the IO manager gives each partition's file its own version.
+    """
+    if len(frames) == 1:
+        return frame_output(next(iter(frames.values())), **metadata)
+    return dg.Output(frames, metadata=metadata)
+
+
 def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> dg.MetadataValue:
     rows = [dg.TableRecord({key: str(k), value: int(v)}) for k, v in counts.items()]
     schema = dg.TableSchema(columns=[dg.TableColumn(key, "string"), dg.TableColumn(value, "int")])

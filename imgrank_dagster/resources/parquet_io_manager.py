@@ -95,26 +95,72 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         return _safe_join(base_path, partition)
 
     # -- writing ---------------------------------------------------------------------------
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if not (context.has_asset_partitions and isinstance(obj, dict)):
+            super().handle_output(context, obj)
+            return
+        # A run over several partitions (a multi-partition backfill) returns one frame each.
+        expected = set(context.asset_partition_keys)
+        if set(obj) != expected:
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: the output has partitions "
+                f"{sorted(obj)} but the run materializes {sorted(expected)}"
+            )
+        paths = self._get_paths_for_partitions(context)
+        for key, frame in obj.items():
+            self.make_directory(paths[key].parent)
+            self._write(context, frame, paths[key], key, frame_data_version(frame))
+        context.add_output_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(sum(len(f) for f in obj.values())),
+                "partitions_written": dg.MetadataValue.int(len(obj)),
+                "folder": dg.MetadataValue.path(str(next(iter(paths.values())).parent)),
+            }
+        )
+
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        data_version = self._output_data_version(context, obj)
+        partition = context.partition_key if context.has_partition_key else None
+        table, upstream = self._write(context, obj, path, partition, data_version)
+        context.add_output_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(len(obj)),
+                "dagster/column_schema": _schema_metadata(table),
+                "preview": dg.MetadataValue.md(_preview_markdown(obj)),
+                DATA_VERSION_METADATA: dg.MetadataValue.text(data_version),
+                "upstream_partitions": dg.MetadataValue.int(len(upstream)),
+            }
+        )
+
+    def _write(
+        self,
+        context: dg.OutputContext,
+        obj: pd.DataFrame,
+        path: UPath,
+        partition: str | None,
+        data_version: str,
+    ) -> tuple[pa.Table, list[dict[str, Any]]]:
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(
                 f"{context.asset_key.to_user_string()}: the Parquet IO manager stores pandas "
                 f"DataFrames, got {type(obj).__name__}"
             )
         table = pa.Table.from_pandas(obj, preserve_index=False)
-        data_version = self._output_data_version(context, obj)
+        loaded = self._loaded_by_step.get(context.step_key, [])
+        # In a multi-partition run, a partition's lineage is its own upstream partition.
+        own = [item for item in loaded if item["partition"] == partition]
+        upstream = sorted(
+            own or loaded, key=lambda item: (item["asset_key"], item["partition"] or "")
+        )
         lineage = {
             "asset_key": context.asset_key.to_user_string(),
-            "partition": context.partition_key if context.has_partition_key else None,
+            "partition": partition,
             "run_id": context.run_id,
             "code_version": context.step_context.job_def.asset_layer.get(
                 context.asset_key
             ).code_version,
             "data_version": data_version,
-            "upstream": sorted(
-                self._loaded_by_step.get(context.step_key, []),
-                key=lambda item: (item["asset_key"], item["partition"] or ""),
-            ),
+            "upstream": upstream,
             "created_at": datetime.now(UTC).isoformat(),
         }
         metadata = dict(table.schema.metadata or {})
@@ -131,15 +177,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             if temporary.exists():
                 temporary.unlink()
             raise
-        context.add_output_metadata(
-            {
-                "dagster/row_count": dg.MetadataValue.int(len(obj)),
-                "dagster/column_schema": _schema_metadata(table),
-                "preview": dg.MetadataValue.md(_preview_markdown(obj)),
-                DATA_VERSION_METADATA: dg.MetadataValue.text(data_version),
-                "upstream_partitions": dg.MetadataValue.int(len(lineage["upstream"])),
-            }
-        )
+        return table, upstream
 
     @staticmethod
     def _output_data_version(context: dg.OutputContext, obj: pd.DataFrame) -> str:
@@ -190,11 +228,9 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                 loaded = dict(zip(keys, pool.map(load, keys), strict=True))
             return {key: frame for key, frame in loaded.items() if frame is not None}
         frames = {key: self.load_from_path(context, paths[key]) for key in keys}
-        if len(frames) != 1:
-            raise dg.DagsterInvariantViolationError(
-                f"{context.asset_key.to_user_string()}: expected one partition, got {len(frames)}"
-            )
-        return next(iter(frames.values()))
+        if len(frames) == 1:
+            return next(iter(frames.values()))
+        return frames  # a run over several partitions of the same definition
 
     @staticmethod
     def _is_fan_in(context: dg.InputContext) -> bool:

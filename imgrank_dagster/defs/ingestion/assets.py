@@ -1,6 +1,12 @@
-"""Per-sequence assets: the images of one capture run, then their fastdup features."""
+"""Per-sequence assets: the images of one capture run, then their fastdup features.
+
+A run materializes one sequence (sensors, retries) or, in a backfill, up to
+SEQUENCES_PER_RUN of them: fastdup then starts once for all of them, since its fixed cost per
+start (about a second) outweighs embedding a short sequence.
+"""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -8,11 +14,20 @@ import pandas as pd
 from imgrank_dagster.core.collections import split_sequence_key
 from imgrank_dagster.core.features import compute_features
 from imgrank_dagster.core.sources import ingest_sequence
-from imgrank_dagster.defs.metadata import counts_table, frame_output, frame_table
+from imgrank_dagster.defs.metadata import counts_table, frame_table, partitions_output
 from imgrank_dagster.partitions import sequence_partitions
 from imgrank_dagster.resources import ImgrankConfig
 
 INGESTION_GROUP = "ingestion"  # jobs.py selects this group
+SEQUENCES_PER_RUN = 100
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=SEQUENCES_PER_RUN)
+
+
+def by_partition(context: dg.AssetExecutionContext, value: object) -> dict[str, pd.DataFrame]:
+    """An input of the same partitions: one frame for a one-partition run, else a dict."""
+    if isinstance(value, dict):
+        return value
+    return {context.partition_key: value}
 
 
 @dg.asset(
@@ -20,24 +35,28 @@ INGESTION_GROUP = "ingestion"  # jobs.py selects this group
     group_name=INGESTION_GROUP,
     kinds={"python", "parquet"},
     code_version="1",
+    backfill_policy=BACKFILL_POLICY,
     description="One row per file of a sequence: identity, checksum, size, EXIF time and GPS, "
     "and whether it decodes (status ok / rejected with reason).",
 )
-def raw_image_sequences(
-    context: dg.AssetExecutionContext, imgrank: ImgrankConfig
-) -> dg.Output[pd.DataFrame]:
-    collection_name, sequence_id = split_sequence_key(context.partition_key)
-    collection = imgrank.collection(collection_name)
-    frame = ingest_sequence(collection, sequence_id, progress=context.log.info)
-    rejected = frame[frame["status"] != "ok"]
+def raw_image_sequences(context: dg.AssetExecutionContext, imgrank: ImgrankConfig) -> dg.Output:
+    frames: dict[str, pd.DataFrame] = {}
+    roots = set()
+    for key in context.partition_keys:
+        collection_name, sequence_id = split_sequence_key(key)
+        collection = imgrank.collection(collection_name)
+        roots.add(str(collection.image_root))
+        frames[key] = ingest_sequence(collection, sequence_id, progress=context.log.info)
+    everything = pd.concat(frames.values(), ignore_index=True)
+    rejected = everything[everything["status"] != "ok"]
     for row in rejected.itertuples():
         context.log.warning(f"rejected {row.path}: {row.reason}")
-    return frame_output(
-        frame,
-        accepted=int((frame["status"] == "ok").sum()),
+    return partitions_output(
+        frames,
+        accepted=int((everything["status"] == "ok").sum()),
         rejected=len(rejected),
         rejected_images=frame_table(rejected[["path", "reason"]]),
-        image_root=dg.MetadataValue.path(str(collection.image_root)),
+        image_root=", ".join(sorted(roots)),
     )
 
 
@@ -47,25 +66,36 @@ def raw_image_sequences(
     kinds={"python", "parquet"},
     code_version="1",
     pool="fastdup",
+    backfill_policy=BACKFILL_POLICY,
     description="fastdup's 576-d embedding and image statistics for every accepted image; "
     "images fastdup cannot read are recorded as failed with its error code.",
 )
 def image_features(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    raw_image_sequences: pd.DataFrame,
-) -> dg.Output[pd.DataFrame]:
-    collection_name, _ = split_sequence_key(context.partition_key)
-    root = Path(imgrank.collection(collection_name).image_root)
-    accepted = raw_image_sequences[raw_image_sequences["status"] == "ok"]
+    raw_image_sequences: Any,  # a frame, or {partition_key: frame} in a multi-sequence run
+) -> dg.Output:
+    accepted = {
+        key: raw[raw["status"] == "ok"]
+        for key, raw in by_partition(context, raw_image_sequences).items()
+    }
+    roots = {
+        key: Path(imgrank.collection(split_sequence_key(key)[0]).image_root) for key in accepted
+    }
+    # One fastdup run for every sequence of this run; its rows come back in input order.
     features = compute_features(
-        list(accepted["image_id"]), [root / path for path in accepted["path"]]
+        [image_id for frame in accepted.values() for image_id in frame["image_id"]],
+        [roots[key] / path for key, frame in accepted.items() for path in frame["path"]],
     )
+    frames, start = {}, 0
+    for key, frame in accepted.items():
+        frames[key] = features.iloc[start : start + len(frame)].reset_index(drop=True)
+        start += len(frame)
     failed = features[features["status"] != "ok"]
     for row in failed.itertuples():
         context.log.warning(f"fastdup could not embed {row.image_id}: {row.error}")
-    return frame_output(
-        features,
+    return partitions_output(
+        frames,
         embedded=len(features) - len(failed),
         failed=len(failed),
         failures=counts_table(failed["error"].value_counts().to_dict(), "error"),
