@@ -299,32 +299,25 @@ def _kartaview_demo_flow(
         print(f"   {request.partition_key}: ranked ({time.perf_counter() - started:.1f} s)")
     if not ranks:
         print("   the ranking is already current: no new sequence since the last one")
-    _print_kartaview_ranking(export, warehouse, instance, imgrank)
+    _print_kartaview_ranking(export, warehouse, imgrank)
     return 0
 
 
-def _print_kartaview_ranking(
-    export: Path, warehouse: Path, instance: dg.DagsterInstance, imgrank: ImgrankConfig
-) -> None:
+def _print_kartaview_ranking(export: Path, warehouse: Path, imgrank: ImgrankConfig) -> None:
     from upath import UPath
 
     ranking = pd.read_csv(export)
-    keys = [
-        key
-        for key in instance.get_dynamic_partitions(sequence_partitions.name)
-        if key.startswith(f"{KARTAVIEW_DEMO}.")
-    ]
-    raw = PartitionedParquetIOManager(UPath(str(warehouse))).read_partitions(
-        "raw_image_sequences", keys, columns=["image_id", "details_url"]
+    images = PartitionedParquetIOManager(UPath(str(warehouse))).read_partitions(
+        "collection_images", [KARTAVIEW_DEMO], columns=["image_id", "details_url"]
     )
-    details = pd.concat(raw.values()).set_index("image_id")["details_url"] if raw else None
+    details = images[KARTAVIEW_DEMO].set_index("image_id")["details_url"] if images else None
     print(f"\nTop 10 of {len(ranking)} images to label next:")
     for row in ranking.head(10).itertuples():
         link = details.get(row.image_id, "") if details is not None else ""
         print(f"  {row.rank:>3}. {row.image_id:<22} score {row.score:6.3f}  {link}")
     print(
         f'\nImagery licence: {LICENCE}, credit "{ATTRIBUTION}"; each image\'s details_url '
-        "(and source_url) is in raw_image_sequences. (Here: synthetic stand-in images.)"
+        "(and source_url) is in collection_images. (Here: synthetic stand-in images.)"
     )
     print(f"\ncollections file:   {imgrank.collections_file}")
     print(f"images:             {imgrank.collection(KARTAVIEW_DEMO).image_root}")

@@ -19,7 +19,7 @@ from imgrank_dagster.defs.ranking.assets import (
     neighbour_graph,
     similar_pairs,
 )
-from imgrank_dagster.defs.ranking.features import feature_matrix
+from imgrank_dagster.defs.ranking.features import collection_images, feature_matrix
 from imgrank_dagster.defs.ranking.jobs import rank_collection_job
 from imgrank_dagster.defs.ranking.sensors import rank_after_ingestion_sensor
 from imgrank_dagster.defs.visualization.assets import (
@@ -39,6 +39,7 @@ def build_definitions(resources: dict) -> dg.Definitions:
             kartaview_sequences,
             raw_image_sequences,
             image_features,
+            collection_images,
             feature_matrix,
             labeled_images,
             cluster_assignments,

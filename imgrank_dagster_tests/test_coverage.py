@@ -352,3 +352,62 @@ def test_rank_rejects_images_outside_the_graph():
         rank_by_coverage(graph, clusters=pd.DataFrame({"image_id": _ids(20)}))
     everything = rank_by_coverage(graph, labelled_ids=_ids(20))
     assert everything.empty and list(everything.columns) == RANKING_COLUMNS
+
+
+def _random_graph(n: int, k: int, seed: int) -> NeighbourGraph:
+    """Rows of distinct other images; distances on a coarse grid (ties), listed either way
+    with unrelated distances, content distances unrelated to the effective ones."""
+    rng = np.random.default_rng(seed)
+    indices = np.array(
+        [rng.choice(np.delete(np.arange(n), row), k, replace=False) for row in range(n)]
+    ).astype(np.int32)
+    distances = np.sort(rng.integers(1, 5, (n, k)) / 10, axis=1).astype(np.float32)
+    content = rng.uniform(0.05, 0.9, (n, k)).astype(np.float32)
+    return NeighbourGraph(np.array(_ids(n), dtype=object), indices, distances, content, "exact")
+
+
+def test_nearest_chosen_is_the_nearest_earlier_neighbour_either_way():
+    n, k = 40, 8
+    graph = _random_graph(n, k, seed=16)
+    ids = _ids(n)
+    ranking = rank_by_coverage(graph, ids[:4])
+    # Brute force: a pair listed both ways counts once, at its smaller distance (a tie keeps
+    # the image's own listing); among equally near neighbours the lower row comes first.
+    listed = {
+        (row, int(graph.indices[row, position])): (
+            float(graph.distances[row, position]),
+            float(graph.content_distances[row, position]),
+        )
+        for row, position in itertools.product(range(n), range(k))
+    }
+    pairs = dict(listed)
+    for (row, other), (distance, content) in listed.items():
+        if (other, row) not in listed or distance < listed[other, row][0]:
+            pairs[other, row] = (distance, content)
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    chosen = set(range(4))
+    for pick in ranking.itertuples():
+        image = row_of[pick.image_id]
+        candidates = sorted(
+            (distance, other, content)
+            for (row, other), (distance, content) in pairs.items()
+            if row == image and other in chosen
+        )
+        if candidates:
+            _, nearest, content = candidates[0]
+            assert pick.nearest_chosen_id == ids[nearest]
+            assert pick.nearest_chosen_similarity == pytest.approx(1 - content)
+        else:
+            assert pick.nearest_chosen_id == "" and np.isnan(pick.nearest_chosen_similarity)
+        chosen.add(image)
+
+
+@pytest.mark.parametrize("listed", ["twice", "itself"])
+def test_a_graph_row_must_list_distinct_other_images(listed: str):
+    graph = _random_graph(20, 4, seed=17)
+    indices = graph.indices.copy()
+    indices[3, 1] = indices[3, 0] if listed == "twice" else 3
+    with pytest.raises(ValueError, match="row 3 lists an image twice or itself"):
+        NeighbourGraph(
+            graph.image_ids, indices, graph.distances, graph.content_distances, graph.method
+        )

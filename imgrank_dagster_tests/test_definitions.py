@@ -18,6 +18,7 @@ def test_asset_keys_snapshot() -> None:
             "kartaview_sequences",
             "raw_image_sequences",
             "image_features",
+            "collection_images",
             "feature_matrix",
             "labeled_images",
             "cluster_assignments",

@@ -3,14 +3,17 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
 from imgrank_dagster.core.features import (
     EMBEDDING_DIM,
     FEATURE_COLUMNS,
+    NOT_EMBEDDED,
     compute_features,
     embedding_matrix,
+    image_catalog,
 )
 
 
@@ -76,3 +79,37 @@ def test_empty_and_mismatched_input() -> None:
     assert compute_features([], []).empty
     with pytest.raises(ValueError, match="2 image ids but 1 files"):
         compute_features(["a", "b"], [Path("x.jpg")])
+
+
+def test_image_catalog_gives_every_image_its_final_status() -> None:
+    raw = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "path": ["s1/a.jpg", "s1/b.jpg", "s1/c.jpg", "s2/d.jpg"],
+            "status": ["ok", "rejected", "ok", "ok"],
+            "reason": ["", "truncated JPEG", "", ""],
+            "details_url": ["u-a", "u-b", "u-c", "u-d"],  # a source's own column is kept
+        },
+        index=[7, 3, 9, 1],
+    )
+    # b was never given to fastdup, c failed, d's sequence has no features yet.
+    features = pd.DataFrame(
+        {"image_id": ["a", "c"], "status": ["ok", "failed"], "error": ["", "read error 3"]}
+    )
+    catalog = image_catalog(raw, features)
+    assert catalog["image_id"].tolist() == ["a", "b", "c", "d"]
+    assert catalog["status"].tolist() == ["ok", "rejected", NOT_EMBEDDED, NOT_EMBEDDED]
+    assert catalog["reason"].tolist() == [
+        "",
+        "truncated JPEG",
+        "fastdup could not embed it: read error 3",
+        "no features yet: its sequence was not embedded",
+    ]
+    assert catalog["details_url"].tolist() == ["u-a", "u-b", "u-c", "u-d"]
+    assert raw["status"].tolist() == ["ok", "rejected", "ok", "ok"]  # the input is untouched
+
+
+def test_image_catalog_names_missing_columns() -> None:
+    raw = pd.DataFrame({"image_id": ["a"], "status": ["ok"]})
+    with pytest.raises(ValueError, match=r"reason.*features\.error"):
+        image_catalog(raw, pd.DataFrame({"image_id": ["a"], "status": ["ok"]}))

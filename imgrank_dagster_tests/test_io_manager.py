@@ -12,7 +12,7 @@ from dagster._core.storage.tags import (
 )
 from upath import UPath
 
-from imgrank_dagster.defs.ranking.features import OWN_SEQUENCES
+from imgrank_dagster.defs.ranking.features import own_sequences
 from imgrank_dagster.partitions import collection_partitions, sequence_partitions
 from imgrank_dagster.resources.parquet_io_manager import (
     LINEAGE_METADATA_KEY,
@@ -26,7 +26,7 @@ def upstream_frames(context: dg.AssetExecutionContext) -> pd.DataFrame:
     return pd.DataFrame({"sequence": [context.partition_key] * 2, "value": [1.0, 2.0]})
 
 
-@dg.asset(partitions_def=collection_partitions, ins={"upstream_frames": OWN_SEQUENCES})
+@dg.asset(partitions_def=collection_partitions, ins={"upstream_frames": own_sequences()})
 def collected(upstream_frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     assert isinstance(upstream_frames, dict)
     return pd.DataFrame(
@@ -193,3 +193,30 @@ def test_a_run_over_several_partitions_writes_one_file_each(tmp_path: Path) -> N
         # Each partition's lineage names its own upstream partition only.
         assert [item["partition"] for item in lineage["upstream"]] == [key]
     assert instance.get_materialized_partitions(dg.AssetKey("several_counts")) == set(keys)
+
+
+@dg.asset(
+    partitions_def=collection_partitions,
+    ins={"upstream_frames": own_sequences(["sequence", "weight"])},
+)
+def reads_a_column_it_never_had(upstream_frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(upstream_frames.values())
+
+
+def test_a_file_without_a_column_an_input_reads_names_both(tmp_path: Path) -> None:
+    """A file written by an earlier version of its asset gets an error that says what to do."""
+    instance = _instance_with(["city.s1"], ["city"])
+    _materialize([upstream_frames], instance, tmp_path, "city.s1")
+    with pytest.raises(ValueError, match=r"has no column\(s\) \['weight'\].*materialize"):
+        _materialize(
+            [upstream_frames, reads_a_column_it_never_had],
+            instance,
+            tmp_path,
+            "city",
+            selection=[reads_a_column_it_never_had],
+        )
+    manager = ParquetIOManager(base_path=str(tmp_path)).create_io_manager(
+        dg.build_init_resource_context()
+    )
+    with pytest.raises(ValueError, match=r"upstream_frames: .*city\.s1\.parquet has no column"):
+        manager.read_partitions("upstream_frames", ["city.s1"], columns=["weight"])

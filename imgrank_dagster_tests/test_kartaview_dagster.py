@@ -22,7 +22,7 @@ from imgrank_dagster.defs.ingestion.assets import image_features, raw_image_sequ
 from imgrank_dagster.defs.kartaview.assets import DISCOVERY_COLUMNS, kartaview_sequences
 from imgrank_dagster.defs.kartaview.schedules import daily_refresh_schedule
 from imgrank_dagster.defs.kartaview.sensors import kartaview_sequences_sensor
-from imgrank_dagster.defs.ranking.features import feature_matrix
+from imgrank_dagster.defs.ranking.features import collection_images, feature_matrix
 from imgrank_dagster.defs.ranking.sensors import rank_after_ingestion_sensor
 from imgrank_dagster.partitions import collection_partitions, sequence_partitions
 from imgrank_dagster.resources import ImgrankConfig
@@ -298,7 +298,9 @@ def test_rank_sensor_ranks_once_after_ingestion(world: World) -> None:
     assert request.run_key == f"city:features:{newest.records[0].storage_id}"
 
     world.materialize(
-        [raw_image_sequences, image_features, feature_matrix], "city", selection=[feature_matrix]
+        [raw_image_sequences, image_features, collection_images, feature_matrix],
+        "city",
+        selection=[collection_images, feature_matrix],
     )
     ranked, _ = world.sense(rank_after_ingestion_sensor)
     assert isinstance(ranked, dg.SkipReason)

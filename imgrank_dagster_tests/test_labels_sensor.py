@@ -145,7 +145,14 @@ def test_labels_covering_a_cluster_reorder_it_without_touching_features(fresh_pi
     kept_unlabelled = members[:2]
     counts_before = {
         asset: pipeline.materialization_count(asset, "city")
-        for asset in ["feature_matrix", "cluster_assignments", "similar_pairs", "image_base_scores"]
+        for asset in [
+            "collection_images",
+            "feature_matrix",
+            "cluster_assignments",
+            "similar_pairs",
+            "image_base_scores",
+            "neighbour_graph",
+        ]
     }
     _, cursor = evaluate(pipeline, None)
     write_labels(pipeline, "city", labels_of(pipeline, "city") + members[2:])

@@ -8,6 +8,7 @@ from imgrank_dagster.defs.ranking.assets import RANKING_CHECKS, RANKING_EXPORT_N
 from imgrank_dagster.resources.parquet_io_manager import read_lineage
 
 COLLECTION_ASSETS = [
+    "collection_images",
     "feature_matrix",
     "labeled_images",
     "cluster_assignments",
@@ -70,6 +71,19 @@ def test_ranking_content(ranked_pipeline) -> None:
         assert column in ranking, column
     export = pd.read_csv(pipeline.data_dir / "exports" / "city" / RANKING_EXPORT_NAME)
     assert export["image_id"].tolist() == ranking["image_id"].tolist()
+
+
+def test_collection_images_lists_every_file_with_its_status(ranked_pipeline) -> None:
+    pipeline = ranked_pipeline
+    catalog = pipeline.read("collection_images", "city")
+    manifest = pd.read_csv(pipeline.data_dir / "city" / "manifest.csv")
+    assert sorted(catalog["image_id"]) == sorted(manifest["image_id"])
+    unreadable = manifest.loc[manifest["defect"].isin(["truncated", "not_an_image"]), "image_id"]
+    left_out = catalog.set_index("image_id").loc[unreadable]
+    assert (left_out["status"] == "rejected").all()
+    assert (left_out["reason"].str.len() > 0).all()
+    accepted = set(catalog.loc[catalog["status"] == "ok", "image_id"])
+    assert accepted == set(pipeline.read("feature_matrix", "city")["image_id"])
 
 
 def test_labelled_set_matches_the_labels_file(ranked_pipeline) -> None:

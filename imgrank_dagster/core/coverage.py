@@ -75,9 +75,11 @@ LOG_BLUR_SPREAD_FLOOR = 0.25
 
 @dataclass(frozen=True)
 class _Adjacency:
-    """The graph made symmetric (an edge either way counts), rows sorted by distance."""
+    """The graph made symmetric (an edge either way counts), rows sorted by distance (ties by
+    column)."""
 
     starts: np.ndarray  # (N + 1,) row offsets
+    rows: np.ndarray  # the row of each entry
     columns: np.ndarray  # neighbour rows
     distances: np.ndarray  # effective distances
     content: np.ndarray  # content distances
@@ -185,55 +187,56 @@ def detect_defects(quality: pd.DataFrame) -> pd.DataFrame:
 
 
 def _symmetric_adjacency(graph: NeighbourGraph) -> _Adjacency:
+    """Every edge both ways, once: a pair listed in both rows keeps the smaller distance (on a
+    tie the row's own entry, with its content distance)."""
     n, k = graph.indices.shape
+    # A NeighbourGraph's rows list distinct other images: an edge is at most once per row.
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     columns = graph.indices.ravel().astype(np.int64)
-    first = np.concatenate([rows, columns])
-    second = np.concatenate([columns, rows])
-    distances = np.tile(graph.distances.ravel(), 2)
-    content = np.tile(graph.content_distances.ravel(), 2)
-    # An edge found both ways appears twice: keep one copy, the smaller distance.
-    order = np.lexsort((distances, first * n + second))
-    first, second = first[order], second[order]
-    distances, content = distances[order], content[order]
-    keep = np.ones(len(first), dtype=bool)
-    keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
-    first, second = first[keep], second[keep]
-    distances, content = distances[keep], content[keep]
-    # Rows by image, each nearest first (non-negative float32 bits sort like the floats).
-    distance_bits = np.maximum(distances, 0).astype(np.float32).view(np.uint32).astype(np.int64)
-    order = np.argsort((first << 32) | distance_bits, kind="stable")
-    first, second = first[order], second[order]
-    distances, content = distances[order], content[order]
+    distances = graph.distances.ravel()
+    content = graph.content_distances.ravel()
+    # Edge i -> j is also listed as j -> i iff the pair {i, j} occurs twice; pair them up.
+    pairs = np.minimum(rows, columns) * n + np.maximum(rows, columns)
+    by_pair = np.argsort(pairs)
+    twice = np.flatnonzero(pairs[by_pair[1:]] == pairs[by_pair[:-1]])
+    reverse = np.full(n * k, -1, dtype=np.int64)  # -1: listed one way only
+    reverse[by_pair[twice]] = by_pair[twice + 1]
+    reverse[by_pair[twice + 1]] = by_pair[twice]
+    one_way = reverse < 0
+    use_reverse = ~one_way & (distances[reverse] < distances)
+    best_distances = np.where(use_reverse, distances[reverse], distances)
+    best_content = np.where(use_reverse, content[reverse], content)
+    # Each listed edge with the better of its two entries, plus the way back of one-way edges.
+    first = np.concatenate([rows, columns[one_way]])
+    second = np.concatenate([columns, rows[one_way]])
+    distances = np.concatenate([best_distances, distances[one_way]])
+    content = np.concatenate([best_content, content[one_way]])
+    # Rows by image, each nearest first (non-negative float32 bits sort like the floats);
+    # a stable sort, as rows mostly come nearest first already.
+    distance_bits = np.maximum(distances, 0).astype(np.float32).view(np.uint32)
+    key = (first << 32) | distance_bits.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    # Equal distances within a row go by column: re-sort the entries of tied runs.
+    sorted_key = key[order]
+    tied = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
+    runs = np.union1d(tied, tied + 1)
+    order[runs] = order[runs][np.lexsort((second[order[runs]], sorted_key[runs]))]
+    first = first[order]
     starts = np.searchsorted(first, np.arange(n + 1))
-    return _Adjacency(starts, second, distances, content)
+    return _Adjacency(starts, first, second[order], distances[order], content[order])
 
 
-def _positions(graph: NeighbourGraph, ids: Iterable[str], what: str, strict: bool) -> np.ndarray:
-    position = {image_id: row for row, image_id in enumerate(graph.image_ids.tolist())}
-    rows, unknown = [], []
-    for image_id in ids:
-        row = position.get(str(image_id))
-        if row is None:
-            unknown.append(str(image_id))
-        else:
-            rows.append(row)
-    if strict and unknown:
+def _positions(lookup: pd.Index, ids: Iterable[str], what: str, strict: bool) -> np.ndarray:
+    """Graph rows of `ids` (via the graph's id index); unknown ids are skipped or, if strict,
+    an error."""
+    names = [str(image_id) for image_id in ids]
+    rows = lookup.get_indexer(names)
+    if strict and (rows < 0).any():
+        unknown = [name for name, row in zip(names, rows, strict=True) if row < 0]
         raise ValueError(
             f"{what}: {len(unknown)} image(s) are not in the neighbour graph, e.g. {unknown[0]!r}"
         )
-    return np.array(sorted(set(rows)), dtype=np.int64)
-
-
-@dataclass
-class _Pick:
-    image: int
-    region: str
-    covers: int
-    stage: int
-    nearest: int  # nearest labelled or earlier picked image (-1: none among its neighbours)
-    distance: float  # effective distance to it
-    content_distance: float
+    return rows[rows >= 0]
 
 
 class _Selection:
@@ -242,24 +245,21 @@ class _Selection:
     def __init__(self, adjacency: _Adjacency, targets: np.ndarray, labelled: np.ndarray):
         self.adjacency = adjacency
         self.targets = targets  # rankable, non-defect, unlabelled
+        self.labelled = labelled
         self.chosen = labelled.copy()
-        self.picks: list[_Pick] = []
-
-    def nearest_chosen(self, image: int) -> tuple[int, float, float]:
-        adjacency = self.adjacency
-        start, stop = adjacency.starts[image], adjacency.starts[image + 1]
-        hits = self.chosen[adjacency.columns[start:stop]]
-        first = int(np.argmax(hits)) if stop > start else 0
-        if stop == start or not hits[first]:
-            return -1, np.inf, np.inf
-        return (
-            int(adjacency.columns[start + first]),
-            float(adjacency.distances[start + first]),
-            float(adjacency.content[start + first]),
-        )
+        # The picks, in rank order.
+        self.images: list[int] = []
+        self.regions: list[str] = []
+        self.covers: list[int] = []
+        self.stages: list[int] = []
+        # Python ints: the greedy loops index them one image at a time.
+        self.starts: list[int] = adjacency.starts.tolist()
 
     def choose(self, image: int, region: str, covers: int, stage: int) -> None:
-        self.picks.append(_Pick(image, region, covers, stage, *self.nearest_chosen(image)))
+        self.images.append(image)
+        self.regions.append(region)
+        self.covers.append(covers)
+        self.stages.append(stage)
         self.chosen[image] = True
 
     def coverage_stage(self, stage: int, radius: float, typical: np.ndarray) -> None:
@@ -267,46 +267,79 @@ class _Selection:
         adjacency = self.adjacency
         n = len(self.targets)
         within = adjacency.distances <= radius
-        sources = np.repeat(np.arange(n), np.diff(adjacency.starts))
         covered = self.chosen.copy()
-        covered[adjacency.columns[within & self.chosen[sources]]] = True
+        covered[adjacency.columns[within & self.chosen[adjacency.rows]]] = True
+        # Uncovered targets: the only images a pick can still gain.
         open_targets = self.targets & ~covered
         counted = within & open_targets[adjacency.columns]
-        gains = np.bincount(sources[counted], minlength=n) + open_targets
+        gains = np.bincount(adjacency.rows[counted], minlength=n) + open_targets
         # Ball sizes at this radius: rows are sorted by distance.
-        ball_ends = adjacency.starts[:-1] + np.bincount(sources[within], minlength=n)
-        heap = [
-            (-int(gains[image]), -float(typical[image]), int(image))
-            for image in np.flatnonzero(open_targets)
-        ]
+        ball_ends = (
+            adjacency.starts[:-1] + np.bincount(adjacency.rows[within], minlength=n)
+        ).tolist()
+        candidates = np.flatnonzero(open_targets)
+        gain_keys, typical_keys = (-gains[candidates]).tolist(), (-typical[candidates]).tolist()
+        heap = list(zip(gain_keys, typical_keys, candidates.tolist(), strict=True))
         heapq.heapify(heap)
         while heap:
             negative_gain, negative_typical, image = heapq.heappop(heap)
-            if covered[image]:
+            if not open_targets[image]:
                 continue
-            ball = adjacency.columns[adjacency.starts[image] : ball_ends[image]]
-            uncovered = ball[~covered[ball] & self.targets[ball]]
-            gain = len(uncovered) + 1
+            ball = adjacency.columns[self.starts[image] : ball_ends[image]]
+            gain = int(np.count_nonzero(open_targets[ball])) + 1
             if gain < -negative_gain:  # stale: others may now beat it
                 heapq.heappush(heap, (-gain, negative_typical, image))
                 continue
-            covered[uncovered] = True
-            covered[image] = True
+            open_targets[ball] = False
+            open_targets[image] = False
             self.choose(image, "coverage", gain, stage)
+
+    def nearest_distance(self, image: int) -> float:
+        """Effective distance to the nearest chosen image among its neighbours (inf: none)."""
+        adjacency = self.adjacency
+        start, stop = self.starts[image], self.starts[image + 1]
+        hits = self.chosen[adjacency.columns[start:stop]]
+        first = int(hits.argmax()) if stop > start else 0
+        return float(adjacency.distances[start + first]) if stop > start and hits[first] else np.inf
 
     def held_back(self, remaining: np.ndarray) -> None:
         """Near-copies, farthest from everything chosen first (lazy farthest-first)."""
-        heap = [
-            (-self.nearest_chosen(int(image))[1], int(image)) for image in np.flatnonzero(remaining)
-        ]
+        adjacency = self.adjacency
+        entry = _first_entries(adjacency, self.chosen[adjacency.columns])
+        distances = np.where(entry >= 0, adjacency.distances[entry], np.inf)
+        images = np.flatnonzero(remaining)
+        heap = list(zip((-distances[images]).tolist(), images.tolist(), strict=True))
         heapq.heapify(heap)
         while heap:
             negative_distance, image = heapq.heappop(heap)
-            distance = self.nearest_chosen(image)[1]
+            distance = self.nearest_distance(image)
             if distance < -negative_distance:
                 heapq.heappush(heap, (-distance, image))
                 continue
             self.choose(image, "held back", 0, -1)
+
+    def nearest_chosen(self) -> np.ndarray:
+        """Per pick, the adjacency entry of its nearest labelled or earlier picked image
+        (-1: none among its neighbours)."""
+        adjacency = self.adjacency
+        # When each image was chosen: labelled before every pick, unchosen never.
+        chosen_at = np.full(len(self.targets), len(self.images), dtype=np.int64)
+        chosen_at[self.labelled] = -1
+        images = np.array(self.images, dtype=np.int64)
+        chosen_at[images] = np.arange(len(images))
+        earlier = chosen_at[adjacency.columns] < chosen_at[adjacency.rows]
+        return _first_entries(adjacency, earlier)[images]
+
+
+def _first_entries(adjacency: _Adjacency, marked: np.ndarray) -> np.ndarray:
+    """Per row, its first (nearest) marked entry; -1 where none is marked."""
+    entries = np.flatnonzero(marked)
+    rows = adjacency.rows[entries]
+    is_first = np.ones(len(entries), dtype=bool)
+    is_first[1:] = rows[1:] != rows[:-1]
+    first = np.full(len(adjacency.starts) - 1, -1, dtype=np.int64)
+    first[rows[is_first]] = entries[is_first]
+    return first
 
 
 def rank_by_coverage(
@@ -336,24 +369,24 @@ def rank_by_coverage(
     reason (readable text). attrs["coverage"] holds the derived radii.
     """
     n = graph.size
+    lookup = pd.Index(graph.image_ids)  # id -> row, built once for every input
     labelled = np.zeros(n, dtype=bool)
-    labelled[_positions(graph, labelled_ids, "labelled_ids", strict=False)] = True
+    labelled[_positions(lookup, labelled_ids, "labelled_ids", strict=False)] = True
     rankable = np.zeros(n, dtype=bool)
     if image_ids is None:
         rankable[:] = True
     else:
-        rankable[_positions(graph, image_ids, "image_ids", strict=True)] = True
+        rankable[_positions(lookup, image_ids, "image_ids", strict=True)] = True
     rankable &= ~labelled
 
     defect = np.zeros(n, dtype=bool)
     defect_reason = np.full(n, "", dtype=object)
     if quality is not None:
         defects = detect_defects(quality)
-        known = defects[defects["image_id"].isin(set(graph.image_ids.tolist()))]
-        rows = _positions(graph, known["image_id"], "quality", strict=True)
-        known = known.set_index("image_id").loc[graph.image_ids[rows]]
-        defect[rows] = known["defect"].to_numpy(dtype=bool)
-        defect_reason[rows] = known["defect_reason"].to_numpy(dtype=object)
+        rows = lookup.get_indexer(defects["image_id"])
+        known = rows >= 0  # rows for images outside the graph are ignored
+        defect[rows[known]] = defects["defect"].to_numpy(dtype=bool)[known]
+        defect_reason[rows[known]] = defects["defect_reason"].to_numpy(dtype=object)[known]
     defect &= rankable
 
     cluster = None
@@ -375,11 +408,16 @@ def rank_by_coverage(
     for stage, radius in enumerate(radii):
         selection.coverage_stage(stage, radius, typical)
     selection.held_back(targets & ~selection.chosen)
+    nearest_entries = selection.nearest_chosen()
+    # Defects last, most typical first; no nearest chosen image is reported for them.
     defect_rows = np.flatnonzero(defect)
-    for image in defect_rows[np.lexsort((defect_rows, -typical[defect_rows]))]:
-        selection.picks.append(_Pick(int(image), "defect", 0, -1, -1, np.inf, np.inf))
+    for image in defect_rows[np.lexsort((defect_rows, -typical[defect_rows]))].tolist():
+        selection.choose(image, "defect", 0, -1)
+    nearest_entries = np.concatenate([nearest_entries, np.full(len(defect_rows), -1)])
 
-    frame = _ranking_frame(graph, selection.picks, radii, typical, cluster, labelled, defect_reason)
+    frame = _ranking_frame(
+        graph, selection, nearest_entries, radii, typical, cluster, labelled, defect_reason
+    )
     frame.attrs["coverage"] = {
         "radii": radii.tolist(),
         "near_duplicate_distance": float(radii[-1]),
@@ -391,7 +429,8 @@ def rank_by_coverage(
 
 def _ranking_frame(
     graph: NeighbourGraph,
-    picks: list[_Pick],
+    selection: _Selection,
+    nearest_entries: np.ndarray,
     radii: np.ndarray,
     typical: np.ndarray,
     cluster: np.ndarray | None,
@@ -399,24 +438,29 @@ def _ranking_frame(
     defect_reason: np.ndarray,
 ) -> pd.DataFrame:
     ids = graph.image_ids
-    image = np.array([pick.image for pick in picks], dtype=np.int64)
-    region = np.array([pick.region for pick in picks], dtype=object)
-    covers = np.array([pick.covers for pick in picks], dtype=np.int64)
-    stage = np.array([pick.stage for pick in picks], dtype=np.int64)
-    nearest = np.array([pick.nearest for pick in picks], dtype=np.int64)
-    similarity = 1.0 - np.array([pick.content_distance for pick in picks], dtype=np.float64)
-    effective = np.array([pick.distance for pick in picks], dtype=np.float64)
+    adjacency = selection.adjacency
+    image = np.array(selection.images, dtype=np.int64)
+    region = np.array(selection.regions, dtype=object)
+    covers = np.array(selection.covers, dtype=np.int64)
+    stage = np.array(selection.stages, dtype=np.int64)
+    has_nearest = nearest_entries >= 0
+    entries = nearest_entries[has_nearest]
+    nearest = np.full(len(image), -1, dtype=np.int64)
+    nearest[has_nearest] = adjacency.columns[entries]
+    similarity = np.full(len(image), np.nan)
+    similarity[has_nearest] = 1.0 - adjacency.content[entries].astype(np.float64)
+    effective = np.full(len(image), np.inf)
+    effective[has_nearest] = adjacency.distances[entries]
     is_coverage = region == "coverage"
     max_covers = max(int(covers[is_coverage].max()) if is_coverage.any() else 1, 1)
     near_duplicate = float(radii[-1])
     radius = np.where(stage >= 0, radii[np.maximum(stage, 0)], np.nan)
     radius[region == "held back"] = near_duplicate
-    has_nearest = nearest >= 0
-    similarity[~has_nearest] = np.nan
+    nearest_id = np.where(has_nearest, ids[np.maximum(nearest, 0)], "").astype(object)
 
     if cluster is None:
-        ranked_cluster = np.full(len(picks), -1, dtype=np.int64)
-        opens = np.zeros(len(picks), dtype=bool)
+        ranked_cluster = np.full(len(image), -1, dtype=np.int64)
+        opens = np.zeros(len(image), dtype=bool)
     else:
         ranked_cluster = cluster[image]
         labelled_clusters = set(cluster[labelled].tolist())
@@ -427,42 +471,60 @@ def _ranking_frame(
             & ~np.isin(ranked_cluster, list(labelled_clusters))
         )
 
-    held_back_reason = np.full(len(picks), "", dtype=object)
-    reason = np.empty(len(picks), dtype=object)
-    for row, pick in enumerate(picks):
-        near = f"{ids[pick.nearest]} (similarity {similarity[row]:.2f})" if has_nearest[row] else ""
-        if pick.region == "coverage":
-            parts = [
-                f"covers {pick.covers} uncovered image{'s' if pick.covers != 1 else ''} "
-                f"(radius {radius[row]:.3f}, stage {pick.stage + 1} of {len(radii)})"
-            ]
-            if opens[row]:
-                parts.append(f"opens cluster {ranked_cluster[row]}, which has no labels yet")
-            parts.append(
+    # Python scalars: formatting numpy scalars one row at a time is several times slower.
+    near_texts = [
+        f"{near_id} (similarity {value:.2f})" if found else ""
+        for near_id, value, found in zip(
+            nearest_id.tolist(), similarity.tolist(), has_nearest.tolist(), strict=True
+        )
+    ]
+    stage_texts = [
+        f"(radius {stage_radius:.3f}, stage {number + 1} of {len(radii)})"
+        for number, stage_radius in enumerate(radii.tolist())
+    ]
+    opens_values, cluster_values = opens.tolist(), ranked_cluster.tolist()
+    content_values, effective_values = (1.0 - similarity).tolist(), effective.tolist()
+    held_back_reason = np.full(len(image), "", dtype=object)
+    reason = np.empty(len(image), dtype=object)
+    picks = zip(
+        selection.regions, selection.covers, selection.stages, selection.images, near_texts,
+        strict=True,
+    )
+    for row, (kind, count, step, pick, near) in enumerate(picks):
+        opens_text = (
+            f"; opens cluster {cluster_values[row]}, which has no labels yet"
+            if opens_values[row]
+            else ""
+        )
+        if kind == "coverage":
+            nearest_text = (
                 f"nearest labelled/picked image {near}"
                 if near
                 else "no labelled or picked image among its neighbours"
             )
-        elif pick.region == "held back":
-            same_place = has_nearest[row] and 1 - similarity[row] > near_duplicate >= effective[row]
+            reason[row] = (
+                f"covers {count} uncovered image{'s' if count != 1 else ''} "
+                f"{stage_texts[step]}{opens_text}; {nearest_text}"
+            )
+        elif kind == "held back":
+            same_place = (
+                bool(near) and content_values[row] > near_duplicate >= effective_values[row]
+            )
             why = (
                 f"same place as {near} in its sequence"
                 if same_place
                 else f"near-duplicate of {near}" if near else "near-duplicate"
             )
             held_back_reason[row] = why
-            parts = [f"held back: {why}"]
-            if opens[row]:
-                parts.append(f"opens cluster {ranked_cluster[row]}, which has no labels yet")
+            reason[row] = f"held back: {why}{opens_text}"
         else:
-            why = str(defect_reason[pick.image]) or "defect"
+            why = str(defect_reason[pick]) or "defect"
             held_back_reason[row] = why
-            parts = [f"defect: {why}"]
-        reason[row] = "; ".join(parts)
+            reason[row] = f"defect: {why}"
 
     frame = pd.DataFrame(
         {
-            "rank": np.arange(1, len(picks) + 1, dtype=np.int64),
+            "rank": np.arange(1, len(image) + 1, dtype=np.int64),
             "image_id": ids[image].astype(object),
             "region": region,
             "score": np.where(is_coverage, covers / max_covers, 0.0),
@@ -472,9 +534,7 @@ def _ranking_frame(
             "typicality": typical[image],
             "cluster": ranked_cluster,
             "opens_unlabelled_cluster": opens,
-            "nearest_chosen_id": np.where(has_nearest, ids[np.maximum(nearest, 0)], "").astype(
-                object
-            ),
+            "nearest_chosen_id": nearest_id,
             "nearest_chosen_similarity": similarity,
             "held_back_reason": held_back_reason,
             "reason": reason,

@@ -34,6 +34,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -470,18 +471,31 @@ class _ImageIndex:
             duplicated = pd.Series(image_ids)[pd.Series(image_ids).duplicated()]
             raise ValueError(f"images.image_id has duplicates, e.g. {sorted(duplicated)[:5]}")
         self.by_path: dict[str, str] = {}
-        # Every suffix of two or more path components (the whole path included) -> image ids.
-        self.by_suffix: dict[str, list[str]] = {}
-        self.by_file_name: dict[str, list[str]] = {}
         for image_id, path in zip(image_ids, paths, strict=True):
             normalised = _normalise(path)
             if normalised in self.by_path:
                 raise ValueError(f"images.path has duplicates, e.g. {normalised!r}")
             self.by_path[normalised] = image_id
+
+    @cached_property
+    def by_suffix(self) -> dict[str, list[str]]:
+        """Every suffix of two or more path components (the whole path included) -> image ids.
+
+        Built on first use: label files that name images by id never need it.
+        """
+        by_suffix: dict[str, list[str]] = {}
+        for normalised, image_id in self.by_path.items():
             parts = normalised.split("/")
             for size in range(2, len(parts) + 1):
-                self.by_suffix.setdefault("/".join(parts[-size:]), []).append(image_id)
-            self.by_file_name.setdefault(parts[-1], []).append(image_id)
+                by_suffix.setdefault("/".join(parts[-size:]), []).append(image_id)
+        return by_suffix
+
+    @cached_property
+    def by_file_name(self) -> dict[str, list[str]]:
+        by_file_name: dict[str, list[str]] = {}
+        for normalised, image_id in self.by_path.items():
+            by_file_name.setdefault(normalised.rsplit("/", 1)[-1], []).append(image_id)
+        return by_file_name
 
     def candidates(self, name: str) -> tuple[str | None, list[str]]:
         """(how it matched, candidate image ids): one id is a match, several are ambiguous."""

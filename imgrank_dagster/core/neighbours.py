@@ -76,16 +76,24 @@ class NeighbourGraph:
                 raise ValueError(f"neighbour graph: {name} shape differs from indices {shape}")
         if n and (self.indices.min() < 0 or self.indices.max() >= n):
             raise ValueError("neighbour graph: an index points outside the image list")
+        sorted_rows = np.sort(self.indices, axis=1)
+        repeats = (sorted_rows[:, 1:] == sorted_rows[:, :-1]).any(axis=1)
+        repeats |= (self.indices == np.arange(n)[:, None]).any(axis=1)
+        if repeats.any():
+            row = int(np.argmax(repeats))
+            raise ValueError(f"neighbour graph: row {row} lists an image twice or itself")
         if len(set(self.image_ids.tolist())) != n:
             raise ValueError("neighbour graph: image ids are not unique")
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per image: image_id, neighbour_ids, distances, content_distances (lists)."""
-        neighbour_ids = self.image_ids[self.indices]
+        """One row per image: image_id, neighbour_rows (row positions in this frame, what
+        `from_frame` reads), neighbour_ids (the same neighbours by id, for people),
+        distances, content_distances (lists, nearest first) and method."""
         return pd.DataFrame(
             {
                 "image_id": self.image_ids,
-                "neighbour_ids": list(neighbour_ids),
+                "neighbour_rows": list(self.indices),
+                "neighbour_ids": list(self.image_ids[self.indices]),
                 "distances": list(self.distances),
                 "content_distances": list(self.content_distances),
             }
@@ -93,32 +101,33 @@ class NeighbourGraph:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> NeighbourGraph:
-        """Inverse of `to_frame` (e.g. after a Parquet round trip)."""
-        required = {"image_id", "neighbour_ids", "distances", "content_distances"}
+        """Inverse of `to_frame` (e.g. after a Parquet round trip); neighbour_ids is not needed.
+
+        Rows are positions, not ids: a re-rank reads the graph on its hot path, and looking up
+        k ids per image costs more than the rest of the read.
+        """
+        required = {"image_id", "neighbour_rows", "distances", "content_distances"}
         missing = required - set(frame.columns)
         if missing:
             raise ValueError(f"neighbour graph frame lacks columns {sorted(missing)}")
         if frame.empty:
             raise ValueError("neighbour graph frame has no rows")
-        image_ids = frame["image_id"].astype(str).to_numpy()
-        lengths = {len(row) for row in frame["neighbour_ids"]}
+        lists = {
+            name: frame[name].to_numpy()
+            for name in ("neighbour_rows", "distances", "content_distances")
+        }
+        lengths = {len(row) for values in lists.values() for row in values}
         if len(lengths) > 1:
             raise ValueError(f"neighbour graph frame has rows of different lengths {lengths}")
-        k = lengths.pop()
-        # Vectorised id -> row lookup: a re-rank reads the graph on its hot path.
-        flat = np.concatenate(frame["neighbour_ids"].to_numpy())
-        rows = pd.Index(image_ids).get_indexer(flat.astype(str))
-        if (rows < 0).any():
-            raise ValueError(f"neighbour graph frame names unknown image {flat[rows < 0][0]!r}")
-        indices = rows.astype(np.int32).reshape(len(frame), k)
-        distances = np.concatenate(frame["distances"].to_numpy()).astype(np.float32)
-        content = np.concatenate(frame["content_distances"].to_numpy()).astype(np.float32)
-        method = str(frame["method"].iloc[0]) if "method" in frame and len(frame) else "exact"
+        shape = (len(frame), lengths.pop())
+        method = str(frame["method"].iloc[0]) if "method" in frame else "exact"
         return cls(
-            image_ids=image_ids,
-            indices=indices,
-            distances=distances.reshape(indices.shape),
-            content_distances=content.reshape(indices.shape),
+            image_ids=frame["image_id"].astype(str).to_numpy(),
+            indices=np.concatenate(lists["neighbour_rows"]).astype(np.int32).reshape(shape),
+            distances=np.concatenate(lists["distances"]).astype(np.float32).reshape(shape),
+            content_distances=np.concatenate(lists["content_distances"])
+            .astype(np.float32)
+            .reshape(shape),
             method=method,
         )
 

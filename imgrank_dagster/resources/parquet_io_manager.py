@@ -147,11 +147,10 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             )
         table = pa.Table.from_pandas(obj, preserve_index=False)
         loaded = self._loaded_by_step.get(context.step_key, [])
-        # In a multi-partition run, a partition's lineage is its own upstream partition.
-        own = [item for item in loaded if item["partition"] == partition]
-        upstream = sorted(
-            own or loaded, key=lambda item: (item["asset_key"], item["partition"] or "")
-        )
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            # In a multi-partition run, a partition's lineage is its own upstream partition.
+            loaded = [item for item in loaded if item["partition"] == partition] or loaded
+        upstream = sorted(loaded, key=lambda item: (item["asset_key"], item["partition"] or ""))
         lineage = {
             "asset_key": context.asset_key.to_user_string(),
             "partition": partition,
@@ -189,8 +188,8 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
     # -- reading ---------------------------------------------------------------------------
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
         columns = (context.definition_metadata or {}).get(COLUMNS_METADATA)
-        with path.open("rb") as handle:
-            table = pq.read_table(handle, columns=columns)
+        asset = context.asset_key.to_user_string() if context.has_asset_key else context.name
+        table = _read_table(path, columns, asset)
         lineage_bytes = (table.schema.metadata or {}).get(LINEAGE_METADATA_KEY)
         lineage = json.loads(lineage_bytes) if lineage_bytes else {}
         if context.has_asset_key:
@@ -249,9 +248,23 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         for key in partition_keys:
             path = _safe_join(folder, f"{key}{self.extension}")
             if path.exists():
-                with path.open("rb") as handle:
-                    frames[key] = pq.read_table(handle, columns=columns).to_pandas()
+                frames[key] = _read_table(path, columns, asset).to_pandas()
         return frames
+
+
+def _read_table(path: UPath, columns: list[str] | None, asset: str) -> pa.Table:
+    with path.open("rb") as handle:
+        try:
+            return pq.read_table(handle, columns=columns)
+        except pa.ArrowInvalid:
+            handle.seek(0)
+            missing = sorted(set(columns or []) - set(pq.read_schema(handle).names))
+            if not missing:
+                raise
+    raise ValueError(
+        f"{asset}: {path} has no column(s) {missing}; it was written by an earlier version "
+        f"of {asset}: materialize {asset} again"
+    )
 
 
 class ParquetIOManager(dg.ConfigurableIOManagerFactory):

@@ -5,29 +5,25 @@ import pandas as pd
 
 from imgrank_dagster.core.labels import labelled_set_hash, load_labels
 from imgrank_dagster.defs.metadata import frame_output
-from imgrank_dagster.defs.ranking.features import RANKING_GROUP, concat_frames, own_sequences
-from imgrank_dagster.partitions import collection_partitions
+from imgrank_dagster.defs.ranking.features import columns_of, ranking_asset
 from imgrank_dagster.resources import ImgrankConfig
 
+# Every image, rejected ones too: a label on a rejected image is known, not "unknown".
+LABEL_MATCHING_COLUMNS = ["image_id", "path"]
 
-@dg.asset(
-    partitions_def=collection_partitions,
-    group_name=RANKING_GROUP,
-    kinds={"python", "parquet"},
-    code_version="1",
-    ins={"raw_image_sequences": own_sequences(columns=["image_id", "path"])},
-    description="Labelled image ids from the collection's label files (CSV/TXT, COCO, Label "
-    "Studio, CVAT). Its data version is a hash of the labelled set.",
+
+@ranking_asset(
+    "Labelled image ids from the collection's label files (CSV/TXT, COCO, Label Studio, CVAT). "
+    "Its data version is a hash of the labelled set.",
+    ins={"collection_images": columns_of("collection_images", LABEL_MATCHING_COLUMNS)},
 )
 def labeled_images(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    raw_image_sequences: dict[str, pd.DataFrame],
+    collection_images: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
     collection = imgrank.collection(context.partition_key)
-    # Rejected images count too: a label on a rejected image is known, not "unknown".
-    images = concat_frames(raw_image_sequences)[["image_id", "path"]]
-    match = load_labels(collection.labels, images)
+    match = load_labels(collection.labels, collection_images)
     summary = match.summary()
     if match.unknown:
         context.log.warning(f"{len(match.unknown)} label names match no image: {match.unknown[:5]}")

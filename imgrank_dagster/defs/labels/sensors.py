@@ -15,8 +15,8 @@ from imgrank_dagster.core.labels import (
     labelled_set_hash,
     load_labels,
 )
-from imgrank_dagster.defs.labels.assets import labeled_images
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
+from imgrank_dagster.defs.labels.assets import LABEL_MATCHING_COLUMNS, labeled_images
+from imgrank_dagster.partitions import collection_partitions
 from imgrank_dagster.resources import ImgrankConfig
 from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
 
@@ -25,8 +25,13 @@ from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOMan
 LABEL_DEPENDENT = dg.AssetSelection.assets(labeled_images).downstream() & (
     dg.AssetSelection.keys("labeling_priority").upstream()
 )
+COLLECTION_IMAGES = dg.AssetKey("collection_images")
 # What must exist before a label change can be applied incrementally.
-LABEL_INDEPENDENT_INPUTS = [dg.AssetKey("cluster_assignments"), dg.AssetKey("image_base_scores")]
+LABEL_INDEPENDENT_INPUTS = [
+    COLLECTION_IMAGES,
+    dg.AssetKey("cluster_assignments"),
+    dg.AssetKey("image_base_scores"),
+]
 
 
 @dataclass(frozen=True)
@@ -50,18 +55,13 @@ def _ranked_labelled_set(instance: dg.DagsterInstance, collection: str) -> str |
     return version.value if version else None
 
 
-def _labelled_set(
-    collection: Collection, io_manager: PartitionedParquetIOManager, instance: dg.DagsterInstance
-) -> str:
-    keys = [
-        key
-        for key in instance.get_dynamic_partitions(sequence_partitions.name)
-        if collection.owns_sequence_key(key)
-    ]
-    frames = io_manager.read_partitions("raw_image_sequences", keys, columns=["image_id", "path"])
-    images = [frame for frame in frames.values() if len(frame)]
-    table = pd.concat(images) if images else pd.DataFrame({"image_id": [], "path": []})
-    return labelled_set_hash(load_labels(collection.labels, table).image_ids)
+def _labelled_set(collection: Collection, io_manager: PartitionedParquetIOManager) -> str:
+    """The labelled set labeled_images would compute now, from the same image catalog."""
+    frames = io_manager.read_partitions(
+        COLLECTION_IMAGES.to_user_string(), [collection.name], columns=LABEL_MATCHING_COLUMNS
+    )
+    images = frames.get(collection.name, pd.DataFrame(columns=LABEL_MATCHING_COLUMNS))
+    return labelled_set_hash(load_labels(collection.labels, images).image_ids)
 
 
 def _is_ranked(instance: dg.DagsterInstance, collection: str) -> bool:
@@ -102,7 +102,7 @@ def labels_sensor(
             if previous and previous.content == content:
                 states[name] = LabelState(fingerprint, content)
                 continue
-            labelled = _labelled_set(collection, io_manager, context.instance)
+            labelled = _labelled_set(collection, io_manager)
         except LabelFileError as error:
             # Nothing runs: the previous ranking stays as it was until the file is fixed.
             problems.append(f"{name}: {error}")

@@ -17,37 +17,25 @@ from imgrank_dagster.core.plots import bar_png, curve_png
 from imgrank_dagster.core.ranking_checks import ranking_problems
 from imgrank_dagster.core.report import thumbnail_data_uri
 from imgrank_dagster.defs.metadata import frame_output, frame_table, png_markdown
-from imgrank_dagster.defs.ranking.features import RANKING_GROUP
-from imgrank_dagster.partitions import collection_partitions
+from imgrank_dagster.defs.ranking.features import columns_of, ranking_asset
 from imgrank_dagster.resources import ImgrankConfig
-from imgrank_dagster.resources.parquet_io_manager import COLUMNS_METADATA
 
 RANKING_EXPORT_NAME = "all_score_after_rank.csv"  # the study's file name
 TOP_THUMBNAIL_PX = 64  # inline JPEGs in the top-20 preview: about 3 KB each
 # What the ranking needs from the feature matrix: everything but the embeddings.
-FEATURE_CONTEXT = dg.AssetIn(
+FEATURE_CONTEXT = columns_of(
     "feature_matrix",
-    metadata={
-        COLUMNS_METADATA: [
-            *["image_id", "sequence_id", "path", "captured_at", "lat", "lng"],
-            *["blur", "brightness", "min_value", "max_value"],
-        ]
-    },
+    [
+        *["image_id", "sequence_id", "path", "captured_at", "lat", "lng"],
+        *["blur", "brightness", "min_value", "max_value"],
+    ],
 )
 
-
-def _asset(description: str, **kwargs):
-    return dg.asset(
-        partitions_def=collection_partitions,
-        group_name=RANKING_GROUP,
-        kinds={"python", "parquet"},
-        code_version="1",
-        description=description,
-        **kwargs,
-    )
+# What a re-rank reads of the graph: positions, not the ids kept for people.
+NEIGHBOUR_GRAPH_COLUMNS = ["image_id", "neighbour_rows", "distances", "content_distances", "method"]
 
 
-@_asset(
+@ranking_asset(
     "KMeans over the feature matrix; k fixed or chosen by elbow then silhouette. Per image: "
     "cluster, distance to its centroid, silhouette.",
 )
@@ -89,7 +77,7 @@ def cluster_assignments(
     return frame_output(frame, **metadata)
 
 
-@_asset(
+@ranking_asset(
     "fastdup's similar pairs over the whole collection (similarity at or above the "
     "collection's threshold).",
 )
@@ -103,7 +91,7 @@ def similar_pairs(
     return frame_output(pairs, threshold=settings.similarity_threshold)
 
 
-@_asset(
+@ranking_asset(
     "Label-independent score components: uniqueness within the cluster, near-duplicate "
     "punishment, fastdup outlier distance, normalised blur and brightness.",
 )
@@ -131,10 +119,11 @@ def image_base_scores(
     )
 
 
-@_asset(
+@ranking_asset(
     "The k nearest neighbours of every image (cosine distance of the fastdup features; frames "
     "of one sequence close in time and space count as near): built once per collection, "
     "reused by every re-rank of the coverage strategy.",
+    code_version="2",  # 2: neighbour_rows, so a re-rank reads positions instead of ids
 )
 def neighbour_graph(feature_matrix: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     graph = build_neighbour_graph(
@@ -145,7 +134,7 @@ def neighbour_graph(feature_matrix: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     return frame_output(graph.to_frame(), k=graph.k, method=graph.method)
 
 
-@_asset(
+@ranking_asset(
     "Per cluster: size, labelled count and fraction, priority group (1 = no labelled "
     "image ... 4 = well covered), mean silhouette, the image nearest the centroid.",
 )
@@ -172,7 +161,7 @@ def cluster_metrics(
     )
 
 
-@_asset(
+@ranking_asset(
     "Every score component for every accepted image (labelled ones too, for reference), the "
     "similarity-to-labelled penalty, and the weighted score.",
 )
@@ -220,11 +209,14 @@ RANKING_CHECKS = {
 }
 
 
-@_asset(
+@ranking_asset(
     "The ranked 'label this first' list of accepted unlabelled images, with a readable reason: "
     "by score region, cluster priority group and score (strategy 'study'), or a greedy "
     "coverage order (strategy 'coverage'). Also exported as CSV.",
-    ins={"feature_matrix": FEATURE_CONTEXT, "neighbour_graph": dg.AssetIn("neighbour_graph")},
+    ins={
+        "feature_matrix": FEATURE_CONTEXT,
+        "neighbour_graph": columns_of("neighbour_graph", NEIGHBOUR_GRAPH_COLUMNS),
+    },
     check_specs=[
         dg.AssetCheckSpec(name, asset="labeling_priority", description=description)
         for name, description in RANKING_CHECKS.items()

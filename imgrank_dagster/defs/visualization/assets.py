@@ -29,10 +29,9 @@ from imgrank_dagster.core.fiftyone_sync import (
 )
 from imgrank_dagster.core.report import ReportData, write_report
 from imgrank_dagster.defs.metadata import frame_output
-from imgrank_dagster.defs.ranking.features import RANKING_GROUP, concat_frames, own_sequences
+from imgrank_dagster.defs.ranking.features import RANKING_GROUP, columns_of
 from imgrank_dagster.partitions import collection_partitions
 from imgrank_dagster.resources import ImgrankConfig
-from imgrank_dagster.resources.parquet_io_manager import COLUMNS_METADATA
 
 VISUALIZATION_GROUP = "visualization"
 REPORT_DIR = "report"
@@ -48,17 +47,12 @@ CLUSTERING_PLOTS = {
 _PNG_IN_MARKDOWN = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
 
-def _columns(asset: str, columns: list[str]) -> dg.AssetIn:
-    """An input that reads only these columns."""
-    return dg.AssetIn(asset, metadata={COLUMNS_METADATA: columns})
-
-
 @dg.asset(
     partitions_def=collection_partitions,
     group_name=RANKING_GROUP,
     kinds={"python", "parquet", "scikitlearn"},
     code_version="1",
-    ins={"feature_matrix": _columns("feature_matrix", ["image_id", "embedding"])},
+    ins={"feature_matrix": columns_of("feature_matrix", ["image_id", "embedding"])},
     description="A 2-D map of the embeddings (scikit-learn: PCA then t-SNE, PCA alone for "
     "large collections; seeded), in the unit square: image_id, x, y. Read by the report and "
     "the FiftyOne dataset.",
@@ -97,21 +91,6 @@ def _clustering_from_instance(
     return plots, notes
 
 
-def _rejected_images(
-    raw_image_sequences: dict[str, pd.DataFrame], image_features: dict[str, pd.DataFrame]
-) -> pd.DataFrame:
-    """Images left out of the ranking: rejected at ingestion, or fastdup could not embed."""
-    raw = concat_frames(raw_image_sequences)
-    features = concat_frames(image_features)
-    rejected = raw.loc[raw["status"] != "ok", ["image_id", "path", "reason"]]
-    if len(features):
-        failed = features.loc[features["status"] != "ok", ["image_id", "error"]]
-        failed = failed.merge(raw[["image_id", "path"]], on="image_id", how="inner")
-        failed = failed.assign(reason="no features: " + failed["error"].astype(str))
-        rejected = pd.concat([rejected, failed[["image_id", "path", "reason"]]], ignore_index=True)
-    return rejected.reset_index(drop=True)
-
-
 @dg.asset(
     partitions_def=collection_partitions,
     group_name=VISUALIZATION_GROUP,
@@ -120,9 +99,10 @@ def _rejected_images(
     kinds={"python", "html"},
     code_version="1",
     ins={
-        "feature_matrix": _columns("feature_matrix", ["image_id", "path"]),
-        "raw_image_sequences": own_sequences(["image_id", "path", "status", "reason"]),
-        "image_features": own_sequences(["image_id", "status", "error"]),
+        "feature_matrix": columns_of("feature_matrix", ["image_id", "path"]),
+        "collection_images": columns_of(
+            "collection_images", ["image_id", "path", "status", "reason"]
+        ),
     },
     description="A self-contained HTML report in data/exports/<collection>/report/ (open "
     "index.html from disk): top 100 with scores and reasons, a grid per cluster, the elbow and "
@@ -137,8 +117,7 @@ def ranking_report(
     cluster_metrics: pd.DataFrame,
     embedding_map: pd.DataFrame,
     feature_matrix: pd.DataFrame,
-    raw_image_sequences: dict[str, pd.DataFrame],
-    image_features: dict[str, pd.DataFrame],
+    collection_images: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
     collection = imgrank.collection(context.partition_key)
     plots, notes = _clustering_from_instance(context)
@@ -150,7 +129,10 @@ def ranking_report(
         scores=image_scores,
         cluster_metrics=cluster_metrics,
         images=feature_matrix,
-        rejected=_rejected_images(raw_image_sequences, image_features),
+        # Left out of the ranking: rejected at ingestion, or fastdup could not embed them.
+        rejected=collection_images.loc[
+            collection_images["status"] != "ok", ["image_id", "path", "reason"]
+        ].reset_index(drop=True),
         embedding_map=embedding_map,
         plots=plots,
         clustering_notes=notes,
@@ -178,7 +160,7 @@ def ranking_report(
     kinds={"python", "fiftyone"},
     code_version="1",
     ins={
-        "feature_matrix": _columns(
+        "feature_matrix": columns_of(
             "feature_matrix",
             [
                 "image_id",
