@@ -31,7 +31,7 @@ from bench_ranking import synthetic_features  # benchmarks/ is on sys.path when 
 from imgrank_dagster.core.features import FEATURE_COLUMNS
 from imgrank_dagster.core.folder_source import RAW_COLUMNS
 from imgrank_dagster.definitions import build_definitions
-from imgrank_dagster.defs.labels.sensors import LABEL_DEPENDENT, labels_sensor
+from imgrank_dagster.defs.labels.sensors import labels_sensor
 from imgrank_dagster.partitions import collection_partitions, sequence_partitions
 from imgrank_dagster.resources import build_resources
 
@@ -200,13 +200,9 @@ def main() -> None:
             request = result.run_requests[0]
             storage.lap()
             started = time.perf_counter()
-            change = dg.materialize(
-                list(defs.assets),
-                selection=LABEL_DEPENDENT,
-                partition_key=request.partition_key,
-                instance=instance,
-                resources=resources,
-                tags=request.tags,
+            # The sensor's job, as the daemon runs it.
+            change = defs.resolve_job_def(labels_sensor.job_name).execute_in_process(
+                instance=instance, partition_key=request.partition_key, tags=request.tags
             )
             change_wall = time.perf_counter() - started
             change_steps = step_seconds(instance, change.run_id)

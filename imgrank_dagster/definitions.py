@@ -9,6 +9,7 @@ from imgrank_dagster.defs.kartaview.assets import discover_kartaview_job, kartav
 from imgrank_dagster.defs.kartaview.schedules import daily_refresh_schedule
 from imgrank_dagster.defs.kartaview.sensors import kartaview_sequences_sensor
 from imgrank_dagster.defs.labels.assets import labeled_images
+from imgrank_dagster.defs.labels.jobs import apply_labels_job
 from imgrank_dagster.defs.labels.sensors import labels_sensor
 from imgrank_dagster.defs.ranking.assets import (
     cluster_assignments,
@@ -53,7 +54,13 @@ def build_definitions(resources: dict) -> dg.Definitions:
             ranking_report,
             fiftyone_dataset,
         ],
-        jobs=[discover_kartaview_job, ingest_sequences_job, rank_collection_job, refresh_views_job],
+        jobs=[
+            discover_kartaview_job,
+            ingest_sequences_job,
+            rank_collection_job,
+            apply_labels_job,
+            refresh_views_job,
+        ],
         sensors=[
             collections_sensor,
             kartaview_sequences_sensor,

@@ -38,6 +38,7 @@ def test_asset_keys_snapshot() -> None:
 def test_jobs_sensors_schedules_snapshot() -> None:
     repository = defs.get_repository_def()
     assert {job.name for job in repository.get_all_jobs() if not job.name.startswith("__")} == {
+        "apply_labels",
         "discover_kartaview",
         "ingest_sequences",
         "rank_collection",
@@ -54,7 +55,7 @@ def test_jobs_sensors_schedules_snapshot() -> None:
 
 
 def test_label_dependent_assets_are_exactly_downstream_of_the_labelled_set() -> None:
-    from imgrank_dagster.defs.labels.sensors import LABEL_DEPENDENT
+    from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
 
     graph = defs.resolve_asset_graph()
     selected = {key.to_user_string() for key in LABEL_DEPENDENT.resolve(graph)}

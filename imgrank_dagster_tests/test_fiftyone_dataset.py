@@ -26,7 +26,7 @@ from imgrank_dagster.core.fiftyone_sync import (
     NEAR_DUPLICATES_VIEW,
     sample_table,
 )
-from imgrank_dagster.defs.labels.sensors import LABEL_DEPENDENT
+from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
 from imgrank_dagster.resources import build_resources
 
 

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from imgrank_dagster.core.labels import labelled_set_hash
-from imgrank_dagster.defs.labels.sensors import LABEL_DEPENDENT, labels_sensor
+from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
+from imgrank_dagster.defs.labels.sensors import labels_sensor
 from imgrank_dagster.resources import build_resources
 
 
@@ -36,13 +37,10 @@ def unlabelled(pipeline, collection: str, count: int) -> list[str]:
 
 
 def execute(pipeline, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    result = dg.materialize(
-        list(pipeline.defs.assets),
-        selection=LABEL_DEPENDENT,
-        partition_key=request.partition_key,
-        instance=pipeline.instance,
-        resources=build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse)),
-        tags=request.tags,
+    """Run the request as the daemon would: the sensor's job, with the request's tags."""
+    job = pipeline.defs.resolve_job_def(labels_sensor.job_name)
+    result = job.execute_in_process(
+        instance=pipeline.instance, partition_key=request.partition_key, tags=request.tags
     )
     assert result.success
     return result
@@ -71,11 +69,8 @@ def test_a_change_gives_one_request_and_the_same_labels_again_nothing(fresh_pipe
         key.to_user_string()
         for key in LABEL_DEPENDENT.resolve(fresh_pipeline.defs.resolve_asset_graph())
     }
-    assert labels_sensor.asset_selection is not None
-    assert {
-        k.to_user_string()
-        for k in labels_sensor.asset_selection.resolve(fresh_pipeline.defs.resolve_asset_graph())
-    } == selected
+    job = fresh_pipeline.defs.resolve_job_def(labels_sensor.job_name)
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == selected
     assert "feature_matrix" not in selected and "cluster_assignments" not in selected
     # The same labels written again (new mtime, same content): nothing.
     write_labels(fresh_pipeline, "city", list(reversed(new_labels)))

@@ -16,15 +16,11 @@ from imgrank_dagster.core.labels import (
     load_labels,
 )
 from imgrank_dagster.defs.labels.assets import LABEL_MATCHING_COLUMNS, labeled_images
+from imgrank_dagster.defs.labels.jobs import apply_labels_job
 from imgrank_dagster.partitions import collection_partitions
 from imgrank_dagster.resources import ImgrankConfig
 from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
 
-# From the labelled set to the ranking: by construction, the label-dependent work. Views of
-# the ranking (report, FiftyOne) follow it on their own, outside this fast path.
-LABEL_DEPENDENT = dg.AssetSelection.assets(labeled_images).downstream() & (
-    dg.AssetSelection.keys("labeling_priority").upstream()
-)
 COLLECTION_IMAGES = dg.AssetKey("collection_images")
 # What must exist before a label change can be applied incrementally.
 LABEL_INDEPENDENT_INPUTS = [
@@ -71,8 +67,8 @@ def _is_ranked(instance: dg.DagsterInstance, collection: str) -> bool:
 
 
 @dg.sensor(
-    asset_selection=LABEL_DEPENDENT,
-    minimum_interval_seconds=10,
+    job=apply_labels_job,
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches every collection's label files (stats first, contents only when they "
     "changed) and re-runs the label-dependent assets when the labelled set changes.",
