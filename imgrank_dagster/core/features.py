@@ -120,7 +120,7 @@ def image_catalog(raw: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"image catalog: missing column(s) {missing}")
     by_id = features.drop_duplicates("image_id").set_index("image_id")
     embedded = raw["image_id"].map(by_id["status"])
-    failed = (raw["status"] == "ok") & (embedded != "ok")
+    failed = ((raw["status"] == "ok") & (embedded != "ok")).to_numpy()
     error = raw["image_id"].map(by_id["error"]).fillna("").astype(str)
     reason = np.where(
         embedded.isna(),
@@ -128,6 +128,6 @@ def image_catalog(raw: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
         "fastdup could not embed it: " + error,
     )
     catalog = raw.reset_index(drop=True).copy()
-    catalog.loc[failed.to_numpy(), "status"] = NOT_EMBEDDED
-    catalog.loc[failed.to_numpy(), "reason"] = reason[failed.to_numpy()]
+    catalog.loc[failed, "status"] = NOT_EMBEDDED
+    catalog.loc[failed, "reason"] = reason[failed]
     return catalog
