@@ -48,6 +48,8 @@ app: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 	$(BIN)/pytest
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
@@ -55,6 +57,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 
 # Benchmarks print figures; they assert nothing (see benchmarks/*.py for the targets).
 bench: install
+	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_ingestion.py
 	$(BIN)/python benchmarks/bench_ranking.py
 	$(BIN)/python benchmarks/bench_label_change.py
@@ -63,6 +66,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean-data:
 	rm -rf $(DATA)/demo $(DATA)/warehouse $(DATA)/exports $(DATA)/fiftyone $(DAGSTER_HOME)

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from imgrank_dagster.core.coverage import rank_by_coverage
-from imgrank_dagster.core.neighbours import build_neighbour_graph, neighbour_recall
+from imgrank_dagster.core.ranking.coverage import rank_by_coverage
+from imgrank_dagster.core.ranking.neighbours import build_neighbour_graph, neighbour_recall
 
 DIMENSIONS = 576
 FRAMES_PER_SEQUENCE = 30
@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="speed of the coverage strategy")
     parser.add_argument("--sizes", type=int, nargs="+", default=[11_000, 100_000])
     args = parser.parse_args(argv)
-    print("| images | graph (content) | method | recall@20 | graph (content + place) "
-          "| selection (labels A) | selection (labels B) | graph + selection |")
+    print(
+        "| images | graph (content) | method | recall@20 | graph (content + place) "
+        "| selection (labels A) | selection (labels B) | graph + selection |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         embeddings, meta = synthetic_collection(n)

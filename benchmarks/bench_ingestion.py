@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 import imgrank_dagster  # noqa: F401  (fastdup's offline environment)
-from imgrank_dagster.core.demo import generate_demo_collection
-from imgrank_dagster.core.features import compute_features
-from imgrank_dagster.core.folder_source import folder_sequences, ingest_folder_sequence
+from imgrank_dagster.core.features.embeddings import compute_features
+from imgrank_dagster.core.sources.folder import folder_sequences, ingest_folder_sequence
 from imgrank_dagster.defs.ingestion.assets import SEQUENCES_PER_RUN
+from imgrank_dagster.devtools.demo_collection import generate_demo_collection
 
 
 def fastdup_alone(files: list[Path]) -> float:

@@ -28,12 +28,12 @@ import pandas as pd
 import yaml
 from bench_ranking import synthetic_features  # benchmarks/ is on sys.path when run as a script
 
-from imgrank_dagster.core.features import FEATURE_COLUMNS
-from imgrank_dagster.core.folder_source import RAW_COLUMNS
+from imgrank_dagster.core.features.embeddings import FEATURE_COLUMNS
+from imgrank_dagster.core.sources.base import RAW_COLUMNS
 from imgrank_dagster.definitions import build_definitions
 from imgrank_dagster.defs.labels.sensors import labels_sensor
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources import build_resources
+from imgrank_dagster.lib.partitions import collection_partitions, sequence_partitions
+from imgrank_dagster.lib.resources import build_resources
 
 COLLECTION = "bench"
 
@@ -219,8 +219,7 @@ def main() -> None:
         # Our compute: the steps' time less Dagster's storage work inside them.
         rows.append((title, steps_s, writes, queries, steps_s - writes - queries, wall))
     print(
-        f"  {'':34} {'steps':>7} {'event writes':>13} {'queries':>8} {'compute':>8} "
-        f"{'run wall':>9}"
+        f"  {'':34} {'steps':>7} {'event writes':>13} {'queries':>8} {'compute':>8} {'run wall':>9}"
     )
     for title, steps_s, writes, queries, compute_s, wall_s in rows:
         print(
@@ -233,6 +232,7 @@ def main() -> None:
         f"  label-change / full: compute {100 * change_compute / full_compute:.1f} %, "
         f"steps {100 * change_steps_s / full_steps_s:.1f} %   (targets: compute <= 5 s and <= 5 %)"
     )
+
 
 if __name__ == "__main__":
     main()

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from imgrank_dagster.core import scoring, study
-from imgrank_dagster.core.collections import ScoringSettings
+from imgrank_dagster.core.config import ScoringSettings
+from imgrank_dagster.core.ranking import scores as scoring
+from imgrank_dagster.core.ranking import study
 
 DIM = 576
 LATENT = 16
@@ -111,24 +112,31 @@ def run_one(n_images: int, clusters: int, seed: int) -> None:
 
     assignments, clustering = watch.time(
         "clustering (k choice + final fit + silhouette)",
-        lambda: study.cluster(features, embeddings, settings),
+        lambda: study.cluster(features, embeddings, **settings.clustering_params),
     )
     pairs = watch.time(
         "similar pairs (fastdup, whole collection)",
-        lambda: study.collection_similar_pairs(features, embeddings, settings),
+        lambda: study.collection_similar_pairs(
+            features, embeddings, **settings.similar_pairs_params
+        ),
     )
     base = watch.time(
         "base scores (total)",
-        lambda: study.base_scores(features, embeddings, assignments, pairs, settings),
+        lambda: study.base_scores(
+            features, embeddings, assignments, pairs, **settings.base_scores_params
+        ),
     )
     metrics = watch.time(
-        "cluster metrics", lambda: scoring.cluster_metrics(assignments, labelled, settings)
+        "cluster metrics",
+        lambda: scoring.cluster_metrics(assignments, labelled, **settings.priority_params),
     )
     scores = watch.time(
-        "label scores", lambda: study.label_scores(base, pairs, labelled, settings)
+        "label scores",
+        lambda: study.label_scores(base, pairs, labelled, **settings.label_scores_params),
     )
     ranking = watch.time(
-        "ranking", lambda: scoring.rank_images(scores, metrics, settings, features)
+        "ranking",
+        lambda: scoring.rank_images(scores, metrics, **settings.region_params, image_info=features),
     )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # Stages that are not sub-stages add up to the total.

@@ -15,7 +15,7 @@ the labelled set and we measure
 - fresh-track rate: share of the top B from a track with no labelled frame and no earlier pick;
 - near-duplicate rate: share of the top B with cosine similarity >= 0.95 to a labelled image
   or an earlier pick.
-Methods: random order; the study's formula (`imgrank_dagster.core.study.run_study`); coverage
+Methods: random order; the study's formula (`core.ranking.study.run_study`); coverage
 (`build_neighbour_graph` + `rank_by_coverage`). No constant of either strategy is set here.
 
 fastdup features of a fixed superset of tracks are extracted once with the real fastdup on
@@ -41,10 +41,10 @@ import numpy as np
 import pandas as pd
 
 import imgrank_dagster  # noqa: F401  (sets the fastdup environment before fastdup is imported)
-from imgrank_dagster.core.collections import ScoringSettings
-from imgrank_dagster.core.coverage import rank_by_coverage
-from imgrank_dagster.core.neighbours import build_neighbour_graph
-from imgrank_dagster.core.study import run_study
+from imgrank_dagster.core.config import ScoringSettings
+from imgrank_dagster.core.ranking.coverage import rank_by_coverage
+from imgrank_dagster.core.ranking.neighbours import build_neighbour_graph
+from imgrank_dagster.core.ranking.study import run_study
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 GTSRB_ROOT = REPOSITORY.parent / "shared" / "datasets" / "gtsrb"
@@ -93,8 +93,10 @@ def fastdup_features(root: Path, relative_paths: list[str]) -> pd.DataFrame:
         return pd.read_parquet(cache)
     import fastdup
 
-    print(f"extracting fastdup features of {len(relative_paths)} images (cached afterwards)...",
-          file=sys.stderr)
+    print(
+        f"extracting fastdup features of {len(relative_paths)} images (cached afterwards)...",
+        file=sys.stderr,
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="imgrank-fastdup-") as work_dir:
         absolute = [str(root / path) for path in relative_paths]
@@ -109,8 +111,14 @@ def fastdup_features(root: Path, relative_paths: list[str]) -> pd.DataFrame:
     stats = stats.set_index("filename")
     frame = pd.DataFrame({"path": relative_paths})
     frame["embedding"] = [embeddings[row] if row >= 0 else None for row in rows]
-    for ours, theirs in [("blur", "blur"), ("brightness", "mean"), ("contrast", "contrast"),
-                         ("min_value", "min"), ("max_value", "max"), ("std", "stdv")]:
+    for ours, theirs in [
+        ("blur", "blur"),
+        ("brightness", "mean"),
+        ("contrast", "contrast"),
+        ("min_value", "min"),
+        ("max_value", "max"),
+        ("std", "stdv"),
+    ]:
         frame[ours] = [stats[theirs].get(name, np.nan) for name in resolved]
     frame = frame[frame["embedding"].notna()].reset_index(drop=True)
     print(f"fastdup: {len(frame)} images in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -212,13 +220,14 @@ def run(plan: Plan) -> tuple[pd.DataFrame, Timings, dict]:
             unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
             orders = {"random": rng.permutation(unlabelled)}
             started = time.perf_counter()
-            study = run_study(pool, labelled_ids, settings).ranking
+            study = run_study(pool, labelled_ids, **settings.model_dump()).ranking
             timings.study.append(time.perf_counter() - started)
             orders["study"] = np.array([position[i] for i in study["image_id"]])
             started = time.perf_counter()
             coverage = rank_by_coverage(
-                graph, labelled_ids, quality=pool[["image_id", "blur", "brightness",
-                                                   "min_value", "max_value"]]
+                graph,
+                labelled_ids,
+                quality=pool[["image_id", "blur", "brightness", "min_value", "max_value"]],
             )
             timings.coverage.append(time.perf_counter() - started)
             orders["coverage"] = np.array([position[i] for i in coverage["image_id"]])
@@ -231,8 +240,15 @@ def run(plan: Plan) -> tuple[pd.DataFrame, Timings, dict]:
                         order, labelled, pool_vectors, pool_tracks_arr, budget
                     )
                     rows.append(
-                        {"seed": seed, "scenario": scenario, "method": method, "budget": budget,
-                         "accuracy": accuracy, "fresh_track": fresh, "near_duplicate": duplicates}
+                        {
+                            "seed": seed,
+                            "scenario": scenario,
+                            "method": method,
+                            "budget": budget,
+                            "accuracy": accuracy,
+                            "fresh_track": fresh,
+                            "near_duplicate": duplicates,
+                        }
                     )
             print(f"seed {seed} scenario {scenario}: done", file=sys.stderr)
     return pd.DataFrame(rows), timings, {key: int(np.mean(v)) for key, v in sizes.items()}
@@ -267,16 +283,23 @@ def report(results: pd.DataFrame, timings: Timings, sizes: dict, plan: Plan) -> 
         for budget in plan.budgets:
             at = subset[subset["budget"] == budget]
             cells = [str(budget)]
-            for metric, spread in (("accuracy", True), ("fresh_track", False),
-                                   ("near_duplicate", False)):
+            for metric, spread in (
+                ("accuracy", True),
+                ("fresh_track", False),
+                ("near_duplicate", False),
+            ):
                 cells += [_cell(at.loc[at["method"] == m, metric], spread) for m in METHODS]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "Paired probe-accuracy differences (coverage minus other, same seed), "
-                  "mean ± std:", ""]
+        lines += [
+            "",
+            "Paired probe-accuracy differences (coverage minus other, same seed), mean ± std:",
+            "",
+        ]
         lines += ["| B | coverage - random | coverage - study |", "|---|---|---|"]
         for budget in plan.budgets:
-            at = subset[subset["budget"] == budget].pivot(index="seed", columns="method",
-                                                         values="accuracy")
+            at = subset[subset["budget"] == budget].pivot(
+                index="seed", columns="method", values="accuracy"
+            )
             lines.append(
                 f"| {budget} | {_cell(at['coverage'] - at['random'])} | "
                 f"{_cell(at['coverage'] - at['study'])} |"
@@ -297,8 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
     if not (GTSRB_ROOT / "labels.csv").is_file():
-        print(f"ranking_quality: skipped, {GTSRB_ROOT} not found (real GTSRB data is not "
-              "shipped with the repository)")
+        print(
+            f"ranking_quality: skipped, {GTSRB_ROOT} not found (real GTSRB data is not "
+            "shipped with the repository)"
+        )
         return 0
     plan = QUICK if args.quick else FULL
     if args.seeds is not None:

@@ -20,9 +20,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from imgrank_dagster.core import fiftyone_sync
-from imgrank_dagster.defs.visualization.assets import FIFTYONE_DIR, REPORT_DIR
-from imgrank_dagster.resources import ImgrankConfig, default_data_dir
+from imgrank_dagster.core.views import fiftyone_dataset
+from imgrank_dagster.lib.names import REPORT_DIR, REPORT_INDEX
+from imgrank_dagster.lib.resources import ImgrankConfig, default_data_dir
 
 DOCS = Path(__file__).resolve().parent
 COLLECTION = "demo"
@@ -80,24 +80,24 @@ def app_screenshot(port: int) -> None:
 
 
 def main() -> int:
-    data_dir = default_data_dir()
-    report = ImgrankConfig(data_dir=str(data_dir)).exports_dir(COLLECTION) / REPORT_DIR
-    if not (report / "index.html").is_file():
+    imgrank = ImgrankConfig(data_dir=str(default_data_dir()))
+    report = imgrank.exports_dir(COLLECTION) / REPORT_DIR / REPORT_INDEX
+    if not report.is_file():
         print(f"no report at {report}: run `make demo` and `make app` first", file=sys.stderr)
         return 1
-    report_screenshot(report / "index.html")
-    fiftyone_sync.use_database_dir(data_dir / FIFTYONE_DIR)
+    report_screenshot(report)
+    fiftyone_dataset.use_database_dir(imgrank.fiftyone_database_dir)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    session = fiftyone_sync.launch_app(
-        COLLECTION, fiftyone_sync.LABEL_NEXT_VIEW, "127.0.0.1", port
+    session = fiftyone_dataset.launch_app(
+        COLLECTION, fiftyone_dataset.LABEL_NEXT_VIEW, "127.0.0.1", port
     )
     try:
-        fiftyone_sync.wait_until_serving("127.0.0.1", port)
+        fiftyone_dataset.wait_until_serving("127.0.0.1", port)
         app_screenshot(port)
     finally:
-        fiftyone_sync.close_app(session)
+        fiftyone_dataset.close_app(session)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""A small generated collection, ingested and ranked once per session on a real Dagster instance.
+"""Shared fixtures: a small generated collection ingested and ranked once per session on a real
+Dagster instance, and a private MongoDB for the FiftyOne tests.
 
 Real parts throughout: generated JPEGs, real fastdup, real Parquet files, a real (temporary,
 SQLite) Dagster instance. Tests that change labels work on their own copy (`fresh_pipeline`).
@@ -12,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,24 +22,24 @@ import pandas as pd
 import pytest
 import yaml
 
-from imgrank_dagster.core.demo import DemoSummary, generate_demo_collection
 from imgrank_dagster.definitions import build_definitions
-from imgrank_dagster.defs.ingestion.sensors import new_partitions
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources import ImgrankConfig, build_resources
-from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
+from imgrank_dagster.devtools.demo_collection import DemoSummary, generate_demo_collection
+from imgrank_dagster.lib.io_manager import PartitionedParquetIOManager
+from imgrank_dagster.lib.names import EMBEDDING_MAP
+from imgrank_dagster.lib.partitions import sequence_partitions
+from imgrank_dagster.lib.resources import ImgrankConfig, build_resources
+from imgrank_dagster.lib.runs import register_partitions
 
 # name: (images, sequences, seed, strategy)
 TEST_COLLECTIONS = {"city": (96, 8, 3, "study"), "town": (30, 5, 4, "coverage")}
 
 
-# --- FiftyOne: a private MongoDB for this test run --------------------------------------------
-# FiftyOne reads FIFTYONE_DATABASE_URI when it is first imported (nothing above imports it).
-# Its own database service would attach to any FiftyOne database already running for this user
-# (`make app`, another test run), whatever that database's folder; a mongod of our own on a
-# free port keeps the tests off data/fiftyone and off other runs. It starts in the background
-# now (the first database use waits for it), gets SIGTERM if pytest dies, and is stopped and
-# deleted at the end of the run (pytest_unconfigure).
+# --- FiftyOne: a private MongoDB, started only for the tests that use FiftyOne ----------------
+# FiftyOne's own database service would attach to any FiftyOne database already running for
+# this user (`make app`, another test run), whatever that database's folder; a mongod of our own
+# on a free port keeps the tests off data/fiftyone and off other runs. It is started by the first
+# test that asks for `fiftyone_database`, gets SIGTERM if pytest dies, and is stopped and deleted
+# at the end of the session.
 
 
 def _die_with_parent() -> None:
@@ -47,46 +47,52 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _start_test_mongod() -> tuple[subprocess.Popen, Path] | None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fiftyone_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private mongod for FiftyOne on 127.0.0.1; yields its URI."""
     spec = importlib.util.find_spec("fiftyone")  # finds the package without importing it
     mongod = Path(spec.origin).parent / "db" / "bin" / "mongod" if spec and spec.origin else None
     if mongod is None or not os.access(mongod, os.X_OK):
-        return None  # FiftyOne raises its own clear error on first use
-    folder = Path(tempfile.mkdtemp(prefix="imgrank-test-fiftyone-"))
+        pytest.fail(f"FiftyOne's mongod is missing ({mongod}): run `make install`")
+    folder = tmp_path_factory.mktemp("fiftyone")
     (folder / "db").mkdir()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     command = [mongod, "--dbpath", folder / "db", "--port", str(port)]
     command += ["--bind_ip", "127.0.0.1", "--nounixsocket", "--logpath", folder / "mongod.log"]
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,  # no threads yet at conftest import: safe here
+        preexec_fn=_die_with_parent,
     )
-    os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}/"
+    uri = f"mongodb://127.0.0.1:{port}/"
+    # FiftyOne reads these when first imported; if it was imported already (a test module
+    # imported it at collection), its config is set directly: it connects on first use.
+    os.environ["FIFTYONE_DATABASE_URI"] = uri
     os.environ["FIFTYONE_DATABASE_DIR"] = str(folder / "db")
-    return process, folder
+    if "fiftyone" in sys.modules:
+        import fiftyone as fo
 
-
-_TEST_MONGOD = _start_test_mongod()
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if _TEST_MONGOD is None:
-        return
-    database = sys.modules.get("fiftyone.core.odm.database")
-    if database is not None:
-        database._disconnect()  # FiftyOne's exit hook then skips the (stopped) database
-    process, folder = _TEST_MONGOD
-    process.terminate()
+        fo.config.database_uri = uri
+        fo.config.database_dir = str(folder / "db")
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    shutil.rmtree(folder, ignore_errors=True)
+        yield uri
+    finally:
+        database = sys.modules.get("fiftyone.core.odm.database")
+        if database is not None:
+            database._disconnect()  # FiftyOne's exit hook then skips the (stopped) database
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -157,16 +163,19 @@ def build_pipeline(root: Path, instance: dg.DagsterInstance) -> Pipeline:
     }
     (data_dir / "collections.yaml").write_text(yaml.safe_dump({"collections": collections}))
     pipeline = _pipeline(root, instance)
-    added_collections, added_sequences, problems = new_partitions(
-        pipeline.imgrank.collections().values(), instance
-    )
-    assert not problems
-    instance.add_dynamic_partitions(collection_partitions.name, added_collections)
-    instance.add_dynamic_partitions(sequence_partitions.name, added_sequences)
-    for key in added_sequences:
+    assert not register_partitions(instance, pipeline.imgrank.collections().values())
+    for key in instance.get_dynamic_partitions(sequence_partitions.name):
         assert pipeline.run_job("ingest_sequences", key).success
     for name in TEST_COLLECTIONS:
         assert pipeline.run_job("rank_collection", name).success
+        # The map every view reads (the report's and FiftyOne's tests build those themselves).
+        assert dg.materialize(
+            list(pipeline.defs.assets),
+            selection=[EMBEDDING_MAP],
+            partition_key=name,
+            instance=instance,
+            resources=pipeline.defs.resources,
+        ).success
     return pipeline
 
 
@@ -194,3 +203,17 @@ def fresh_pipeline(pipeline_root: Path, tmp_path: Path) -> Iterator[Pipeline]:
     shutil.copytree(pipeline_root, root)
     with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
         yield _pipeline(root, instance)
+
+
+# --- markers ----------------------------------------------------------------------------------
+# Tests that build or copy the ranked pipeline, or start FiftyOne's database, are slow: they
+# run real fastdup ingestion and rankings or a MongoDB. `pytest -m "not slow"` leaves them out.
+SLOW_FIXTURES = frozenset(
+    {"pipeline_root", "ranked_pipeline", "fresh_pipeline", "fiftyone_database"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

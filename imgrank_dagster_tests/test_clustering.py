@@ -7,17 +7,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import silhouette_samples
 
-from imgrank_dagster.core import clustering
-from imgrank_dagster.core.clustering import (
+from imgrank_dagster.core.ranking import clustering
+from imgrank_dagster.core.ranking.clustering import (
     choose_k_and_cluster,
     cluster_assignments_frame,
     find_elbow,
     silhouette_exact,
     silhouette_simplified,
 )
-from imgrank_dagster.core.collections import ScoringSettings
 
-SETTINGS = ScoringSettings(k_min=2, k_max=10, silhouette_window=2, seed=7)
+PARAMS = {"k_min": 2, "k_max": 10, "silhouette_window": 2, "seed": 7}
 
 
 def blobs(sizes: list[int], dim: int = 16, spread: float = 8.0, seed: int = 0) -> np.ndarray:
@@ -36,7 +35,7 @@ def truth(sizes: list[int]) -> np.ndarray:
 
 def test_elbow_and_silhouette_find_the_planted_k() -> None:
     sizes = [50, 45, 40, 35]
-    result = choose_k_and_cluster(blobs(sizes), SETTINGS)
+    result = choose_k_and_cluster(blobs(sizes), **PARAMS)
     assert result.elbow_k == 4
     assert result.k == 4
     assert sorted(result.inertia_by_k) == list(range(2, 11))
@@ -57,19 +56,19 @@ def test_silhouette_window_moves_k_away_from_the_elbow() -> None:
     # Two big blobs and four small ones: the inertia curve bends at 5, while the mean
     # silhouette is best at the planted 6, which lies inside the window 5 +- 2.
     matrix = blobs([80, 80, 20, 20, 20, 20], dim=8, spread=4.0, seed=1)
-    result = choose_k_and_cluster(matrix, SETTINGS)
+    result = choose_k_and_cluster(matrix, **PARAMS)
     assert result.elbow_k == 5
     window = [k for k in result.silhouette_by_k if abs(k - result.elbow_k) <= 2]
     assert result.k == max(window, key=result.silhouette_by_k.get) == 6
     assert sorted(np.bincount(result.labels)) == [20, 20, 20, 20, 80, 80]
-    no_window = choose_k_and_cluster(matrix, SETTINGS.model_copy(update={"silhouette_window": 0}))
+    no_window = choose_k_and_cluster(matrix, **{**PARAMS, "silhouette_window": 0})
     assert no_window.k == no_window.elbow_k == 5
 
 
 def test_large_collections_choose_k_on_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clustering, "SWEEP_SAMPLE_MAX", 100)
     sizes = [70, 60, 50, 40]
-    result = choose_k_and_cluster(blobs(sizes), SETTINGS)
+    result = choose_k_and_cluster(blobs(sizes), **PARAMS)
     assert result.k == 4
     assert any("seeded sample of 100 images" in note for note in result.notes)
     # The final fit covers every image: each blob is one cluster.
@@ -79,8 +78,8 @@ def test_large_collections_choose_k_on_a_sample(monkeypatch: pytest.MonkeyPatch)
 
 def test_clustering_is_deterministic_for_a_seed() -> None:
     matrix = blobs([30, 30, 30], dim=8, spread=3.0, seed=3)
-    first = choose_k_and_cluster(matrix, SETTINGS)
-    second = choose_k_and_cluster(matrix.copy(), SETTINGS)
+    first = choose_k_and_cluster(matrix, **PARAMS)
+    second = choose_k_and_cluster(matrix.copy(), **PARAMS)
     np.testing.assert_array_equal(first.labels, second.labels)
     np.testing.assert_array_equal(first.silhouette, second.silhouette)
     np.testing.assert_array_equal(first.centroid_distance, second.centroid_distance)
@@ -105,7 +104,7 @@ def test_find_elbow(inertia: dict[int, float], elbow: int) -> None:
 
 
 def test_fixed_k_skips_the_sweep() -> None:
-    result = choose_k_and_cluster(blobs([20, 20, 20, 20]), SETTINGS.model_copy(update={"k": 3}))
+    result = choose_k_and_cluster(blobs([20, 20, 20, 20]), **{**PARAMS, "k": 3})
     assert result.k == 3
     assert set(result.labels) == {0, 1, 2}
     assert result.inertia_by_k == {}
@@ -127,7 +126,7 @@ def test_exact_silhouette_matches_sklearn(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_simplified_silhouette_above_the_exact_limit() -> None:
     matrix = blobs([30, 30], dim=4, seed=2)
-    result = choose_k_and_cluster(matrix, SETTINGS.model_copy(update={"exact_silhouette_max": 10}))
+    result = choose_k_and_cluster(matrix, **{**PARAMS, "exact_silhouette_max": 10})
     assert result.silhouette_method == "simplified"
     assert any("simplified" in note for note in result.notes)
     np.testing.assert_allclose(
@@ -147,7 +146,7 @@ def test_simplified_silhouette_by_hand() -> None:
 
 def test_centroid_distance_is_the_distance_to_the_own_centroid() -> None:
     matrix = blobs([20, 20], dim=5)
-    result = choose_k_and_cluster(matrix, SETTINGS.model_copy(update={"k": 2}))
+    result = choose_k_and_cluster(matrix, **{**PARAMS, "k": 2})
     expected = np.linalg.norm(
         matrix.astype(np.float64) - result.centroids[result.labels].astype(np.float64), axis=1
     )
@@ -168,7 +167,7 @@ def test_centroid_distance_is_the_distance_to_the_own_centroid() -> None:
     ids=["empty", "one", "two", "identical"],
 )
 def test_degenerate_inputs_give_one_cluster(matrix: np.ndarray) -> None:
-    result = choose_k_and_cluster(matrix, SETTINGS)
+    result = choose_k_and_cluster(matrix, **PARAMS)
     assert result.k == 1
     assert result.labels.tolist() == [0] * len(matrix)
     assert result.silhouette.tolist() == [0.0] * len(matrix)
@@ -179,7 +178,7 @@ def test_degenerate_inputs_give_one_cluster(matrix: np.ndarray) -> None:
 
 def test_k_range_is_clipped_to_the_images() -> None:
     matrix = blobs([2, 2, 1], dim=3)
-    result = choose_k_and_cluster(matrix, SETTINGS)
+    result = choose_k_and_cluster(matrix, **PARAMS)
     assert max(result.inertia_by_k) == 4  # N - 1
     assert 2 <= result.k <= 4
     assert any("clipped" in note for note in result.notes)
@@ -187,7 +186,7 @@ def test_k_range_is_clipped_to_the_images() -> None:
 
 def test_fixed_k_larger_than_distinct_points_is_clipped() -> None:
     matrix = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # 12 rows, 3 distinct
-    result = choose_k_and_cluster(matrix, SETTINGS.model_copy(update={"k": 6}))
+    result = choose_k_and_cluster(matrix, **{**PARAMS, "k": 6})
     assert result.k == 3
     assert any("clipped to 3" in note for note in result.notes)
 
@@ -205,12 +204,12 @@ def test_fixed_k_larger_than_distinct_points_is_clipped() -> None:
 )
 def test_bad_embeddings_are_rejected(matrix: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        choose_k_and_cluster(matrix, SETTINGS)  # type: ignore[arg-type]
+        choose_k_and_cluster(matrix, **PARAMS)  # type: ignore[arg-type]
 
 
 def test_assignments_frame() -> None:
     matrix = blobs([10, 10], dim=3)
-    result = choose_k_and_cluster(matrix, SETTINGS.model_copy(update={"k": 2}))
+    result = choose_k_and_cluster(matrix, **{**PARAMS, "k": 2})
     ids = [f"seq-001/frame_{i:04d}" for i in range(20)]
     frame = cluster_assignments_frame(ids, result)
     assert list(frame.columns) == ["image_id", "cluster", "centroid_distance", "silhouette"]

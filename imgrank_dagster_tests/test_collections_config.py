@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgrank_dagster.core.collections import (
+from imgrank_dagster.core.config import (
     CollectionConfigError,
     FolderSource,
     KartaViewSource,
     load_collections,
-    split_sequence_key,
 )
+from imgrank_dagster.core.config.keys import sequence_key, split_sequence_key
 
 
 def write(tmp_path: Path, document: object) -> Path:
@@ -55,7 +55,7 @@ def test_valid_file_resolves_relative_paths(tmp_path: Path, images_dir: Path) ->
     berlin = collections["berlin"]
     assert isinstance(berlin.source, KartaViewSource)
     assert berlin.image_root == (tmp_path / "images" / "berlin").resolve()
-    assert city.sequence_partition_key("seq-1") == "city.seq-1"
+    assert sequence_key(city.name, "seq-1") == "city.seq-1"
     assert split_sequence_key("city.seq-1") == ("city", "seq-1")
 
 

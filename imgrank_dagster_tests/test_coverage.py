@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgrank_dagster.core.coverage import (
-    RANKING_COLUMNS,
+from imgrank_dagster.core.ranking.coverage import (
+    COVERAGE_RANKING_COLUMNS,
     coverage_radii,
     detect_defects,
     rank_by_coverage,
 )
-from imgrank_dagster.core.neighbours import (
+from imgrank_dagster.core.ranking.neighbours import (
     NeighbourGraph,
     build_neighbour_graph,
     neighbour_recall,
@@ -126,23 +126,32 @@ def _street_collection(with_places: bool):
         for side in range(2):
             t = spread[pair]
             rows.append(np.sqrt(1 - t) * bases[pair] + np.sqrt(t) * noise[2 * pair + side])
-            meta.append({"image_id": f"bg-{pair:02d}/{side}", "sequence_id": f"bg-{pair:02d}",
-                         "sequence_index": side, "captured_at": pd.NaT,
-                         "lat": np.nan, "lng": np.nan})
+            meta.append(
+                {
+                    "image_id": f"bg-{pair:02d}/{side}",
+                    "sequence_id": f"bg-{pair:02d}",
+                    "sequence_index": side,
+                    "captured_at": pd.NaT,
+                    "lat": np.nan,
+                    "lng": np.nan,
+                }
+            )
     start = pd.Timestamp("2024-05-01 10:00", tz="UTC")
     for sequence in range(sequences):
         for frame in range(frames):
             t = 0.06
             noise_row = frame_noise[sequence * frames + frame]
             rows.append(np.sqrt(1 - t) * sequence_bases[sequence] + np.sqrt(t) * noise_row)
-            meta.append({
-                "image_id": f"seq-{sequence}/frame_{frame}",
-                "sequence_id": f"seq-{sequence}",
-                "sequence_index": frame,
-                "captured_at": start + pd.Timedelta(hours=sequence, seconds=frame),
-                "lat": 52.5 + 0.01 * sequence + 0.00005 * frame,
-                "lng": 13.4,
-            })
+            meta.append(
+                {
+                    "image_id": f"seq-{sequence}/frame_{frame}",
+                    "sequence_id": f"seq-{sequence}",
+                    "sequence_index": frame,
+                    "captured_at": start + pd.Timedelta(hours=sequence, seconds=frame),
+                    "lat": 52.5 + 0.01 * sequence + 0.00005 * frame,
+                    "lng": 13.4,
+                }
+            )
     meta = pd.DataFrame(meta)
     graph = build_neighbour_graph(
         np.array(rows, dtype=np.float32),
@@ -301,7 +310,10 @@ def test_radius_is_derived_from_the_data():
     embeddings, _ = _clusters([30, 20, 10, 5], seed=12, spread=0.3)
     graph = build_neighbour_graph(embeddings, image_ids=_ids(65))
     scaled = NeighbourGraph(
-        graph.image_ids, graph.indices, graph.distances * 0.37, graph.content_distances * 0.37,
+        graph.image_ids,
+        graph.indices,
+        graph.distances * 0.37,
+        graph.content_distances * 0.37,
         graph.method,
     )
     np.testing.assert_allclose(coverage_radii(scaled), coverage_radii(graph) * 0.37, rtol=1e-5)
@@ -327,7 +339,7 @@ def test_every_row_says_why():
     graph = build_neighbour_graph(embeddings, image_ids=ids.tolist())
     subset = ids[:40].tolist()  # rank only some images
     ranking = rank_by_coverage(graph, [ids[0]], image_ids=subset, clusters=clusters)
-    assert list(ranking.columns) == RANKING_COLUMNS
+    assert list(ranking.columns) == COVERAGE_RANKING_COLUMNS
     assert ranking["rank"].tolist() == list(range(1, 40))
     assert set(ranking["image_id"]) == set(subset) - {ids[0]}
     assert (ranking["reason"].str.len() > 0).all()
@@ -351,7 +363,7 @@ def test_rank_rejects_images_outside_the_graph():
     with pytest.raises(ValueError, match="clusters lacks"):
         rank_by_coverage(graph, clusters=pd.DataFrame({"image_id": _ids(20)}))
     everything = rank_by_coverage(graph, labelled_ids=_ids(20))
-    assert everything.empty and list(everything.columns) == RANKING_COLUMNS
+    assert everything.empty and list(everything.columns) == COVERAGE_RANKING_COLUMNS
 
 
 def _random_graph(n: int, k: int, seed: int) -> NeighbourGraph:

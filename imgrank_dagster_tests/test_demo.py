@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrank_dagster.core import demo
-from imgrank_dagster.core.demo import (
+from imgrank_dagster.core.sources.images import inspect_image
+from imgrank_dagster.devtools import demo_collection as demo
+from imgrank_dagster.devtools.demo_collection import (
     DEFECTS,
     LABELLED_SCENE_TYPE,
     MANIFEST_COLUMNS,
@@ -24,7 +25,6 @@ from imgrank_dagster.core.demo import (
     generate_demo_collection,
     main,
 )
-from imgrank_dagster.core.images import inspect_image
 
 UNREADABLE = ("truncated", "not_an_image")
 PIXEL_DEFECTS = ("blurred", "dark", "overexposed", "black")

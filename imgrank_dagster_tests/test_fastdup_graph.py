@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgrank_dagster.core.fastdup_graph import outliers, run_fastdup, similar_pairs
+from imgrank_dagster.core.ranking.near_duplicates import outliers, run_fastdup, similar_pairs
 
 K = 2  # fastdup's default number of neighbours
 
@@ -40,10 +40,7 @@ def test_planted_near_duplicates_are_the_similar_pairs() -> None:
     pairs = similar_pairs(ids, matrix, threshold=0.95)
 
     assert list(pairs.columns) == ["from_id", "to_id", "similarity"]
-    expected = {
-        tuple(sorted((ids[a], ids[b])))
-        for a, b in [(3, 10), (3, 20), (10, 20), (5, 7)]
-    }
+    expected = {tuple(sorted((ids[a], ids[b]))) for a, b in [(3, 10), (3, 20), (10, 20), (5, 7)]}
     assert set(zip(pairs["from_id"], pairs["to_id"], strict=True)) == expected
     assert (pairs["from_id"] < pairs["to_id"]).all()
     assert pairs[["from_id", "to_id"]].equals(
@@ -60,9 +57,7 @@ def test_pairs_are_the_neighbour_pairs_above_the_threshold() -> None:
     """fastdup keeps, among each image's K nearest neighbours, those at or above threshold."""
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(4, 16))
-    matrix = (centres[rng.integers(0, 4, 80)] + 0.35 * rng.normal(size=(80, 16))).astype(
-        np.float32
-    )
+    matrix = (centres[rng.integers(0, 4, 80)] + 0.35 * rng.normal(size=(80, 16))).astype(np.float32)
     ids = [f"img-{i:03d}" for i in range(80)]
     threshold = 0.9
     neighbours, similarity = exact_neighbour_similarities(matrix, K)

@@ -7,13 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from imgrank_dagster.core.features import (
+from imgrank_dagster.core.features.catalog import NOT_EMBEDDED, image_catalog
+from imgrank_dagster.core.features.embeddings import (
     EMBEDDING_DIM,
     FEATURE_COLUMNS,
-    NOT_EMBEDDED,
     compute_features,
     embedding_matrix,
-    image_catalog,
 )
 
 

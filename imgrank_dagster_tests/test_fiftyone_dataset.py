@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from imgrank_dagster.core.fiftyone_sync import (
+from imgrank_dagster.core.views.fiftyone_dataset import (
     LABEL_NEXT_VIEW,
     LABELLED_TAG,
     MAP_BRAIN_KEY,
@@ -27,11 +27,14 @@ from imgrank_dagster.core.fiftyone_sync import (
     sample_table,
 )
 from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
-from imgrank_dagster.resources import build_resources
+from imgrank_dagster.lib.resources import build_resources
+
+# Every test here syncs or reads a FiftyOne dataset: the private MongoDB of conftest.
+pytestmark = pytest.mark.usefixtures("fiftyone_database")
 
 
 @pytest.fixture(scope="module")
-def fo() -> Any:
+def fo(fiftyone_database: str) -> Any:
     import fiftyone
 
     return fiftyone
@@ -102,9 +105,10 @@ def test_the_dataset_holds_every_sample_and_field(fo: Any, fresh_pipeline) -> No
         np.testing.assert_allclose(samples[column], scores.loc[samples.index, column])
     for column in ("duplicate_group", "cluster"):
         assert samples[column].tolist() == scores.loc[samples.index, column].tolist()
-    assert samples["priority_group"].tolist() == metrics.loc[
-        samples["cluster"], "priority_group"
-    ].tolist()
+    assert (
+        samples["priority_group"].tolist()
+        == metrics.loc[samples["cluster"], "priority_group"].tolist()
+    )
 
     # Sequence, capture time, GPS (GeoLocation: [lng, lat]), embedding, size.
     assert samples["sequence_id"].tolist() == features["sequence_id"].tolist()
@@ -169,9 +173,10 @@ def test_a_rerank_updates_the_dataset_in_place(fo: Any, fresh_pipeline) -> None:
         assert pd.isna(samples.loc[image_id, "rank"])
     assert "checked" in samples.loc[ranking["image_id"].iloc[5], "tags"]
     new_ranking = pipeline.read("labeling_priority", "city")
-    assert dataset.load_saved_view(LABEL_NEXT_VIEW).values("image_id") == new_ranking[
-        "image_id"
-    ].tolist()
+    assert (
+        dataset.load_saved_view(LABEL_NEXT_VIEW).values("image_id")
+        == new_ranking["image_id"].tolist()
+    )
     np.testing.assert_allclose(
         samples.loc[new_ranking["image_id"], "score"].astype(float), new_ranking["score"]
     )
@@ -252,7 +257,7 @@ def test_the_app_command_serves_the_dataset_and_stops_without_leftovers(
 
 
 def test_sync_adds_new_images_and_removes_gone_ones(fo: Any, ranked_pipeline) -> None:
-    from imgrank_dagster.core.fiftyone_sync import sync_dataset
+    from imgrank_dagster.core.views.fiftyone_dataset import sync_dataset
 
     pipeline = ranked_pipeline
     table = sample_table(
@@ -279,7 +284,7 @@ def test_sync_adds_new_images_and_removes_gone_ones(fo: Any, ranked_pipeline) ->
 
 
 def test_a_strategy_keeps_its_own_columns_as_fields(fo: Any, ranked_pipeline) -> None:
-    from imgrank_dagster.core.fiftyone_sync import sync_dataset
+    from imgrank_dagster.core.views.fiftyone_dataset import sync_dataset
 
     pipeline = ranked_pipeline  # "town" is ranked with the coverage strategy
     inputs = [

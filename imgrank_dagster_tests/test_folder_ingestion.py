@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imgrank_dagster.core.folder_source import (
+from imgrank_dagster.core.sources.folder import (
     RAW_COLUMNS,
     SourceError,
     folder_sequences,

@@ -6,19 +6,12 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 from upath import UPath
 
-from imgrank_dagster.defs.ranking.features import own_sequences
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources.parquet_io_manager import (
-    LINEAGE_METADATA_KEY,
-    ParquetIOManager,
-    read_lineage,
-)
+from imgrank_dagster.lib.io_manager import ParquetIOManager, own_sequences
+from imgrank_dagster.lib.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from imgrank_dagster.lib.parquet import LINEAGE_METADATA_KEY, read_lineage
+from imgrank_dagster.lib.partitions import collection_partitions, sequence_partitions
 
 
 @dg.asset(partitions_def=sequence_partitions, code_version="7")
@@ -181,7 +174,7 @@ def test_a_run_over_several_partitions_writes_one_file_each(tmp_path: Path) -> N
     result = dg.materialize(
         [several_frames, several_counts],
         instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: "city.s1", ASSET_PARTITION_RANGE_END_TAG: "city.s3"},
+        tags={PARTITION_RANGE_START_TAG: "city.s1", PARTITION_RANGE_END_TAG: "city.s3"},
         resources={"io_manager": ParquetIOManager(base_path=str(tmp_path))},
     )
     assert result.success

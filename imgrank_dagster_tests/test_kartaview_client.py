@@ -15,8 +15,8 @@ from datetime import datetime
 import pytest
 import requests
 
-from imgrank_dagster.core.collections import BoundingBox, GeoPoint, KartaViewSource
-from imgrank_dagster.core.kartaview import (
+from imgrank_dagster.core.config import BoundingBox, GeoPoint, KartaViewSource
+from imgrank_dagster.core.sources.kartaview import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     KartaViewClient,
@@ -25,14 +25,14 @@ from imgrank_dagster.core.kartaview import (
     discover_sequences,
     grid_points,
 )
-from imgrank_dagster.core.kartaview.client import (
+from imgrank_dagster.core.sources.kartaview.client import (
     parse_datetime,
     parse_float,
     parse_id,
     parse_int,
     result_items,
 )
-from imgrank_dagster.core.kartaview.fake_server import FakeKartaView, Quirks, distance_m
+from imgrank_dagster.devtools.kartaview_stand_in import FakeKartaView, Quirks, distance_m
 
 
 class RecordingSleep:
@@ -149,7 +149,9 @@ def test_photo_parsing_falls_back_and_never_keeps_template_urls() -> None:
              "lat": "0.000000", "lng": "0.000000"}  # fmt: skip
     photo = Photo.from_api(parts)
     assert photo is not None and photo.captured_at is None and photo.lat is None
-    assert photo.thumbnail_urls == ("https://storage13.openstreetcam.org/files/photo/2023/4/6/lth/b.jpg",)
+    assert photo.thumbnail_urls == (
+        "https://storage13.openstreetcam.org/files/photo/2023/4/6/lth/b.jpg",
+    )
     assert photo.image_urls("full") == ()
 
     for broken in ({**parts, "id": "../../x"}, {**parts, "sequenceIndex": None}):
@@ -419,7 +421,7 @@ def test_fake_sequence_endpoints_agree(fake: FakeKartaView) -> None:
 
 
 def test_fake_server_runs_as_a_command_until_interrupted() -> None:
-    command = [sys.executable, "-m", "imgrank_dagster.core.kartaview.fake_server",
+    command = [sys.executable, "-m", "imgrank_dagster.devtools.kartaview_stand_in",
                "--port", "0", "--sequences", "1", "--photos", "3"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

@@ -14,19 +14,26 @@ import pandas as pd
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from imgrank_dagster.core import sources
-from imgrank_dagster.core.kartaview import ATTRIBUTION, KARTAVIEW_COLUMNS, LICENCE, KartaViewClient
-from imgrank_dagster.core.kartaview.fake_server import FakeKartaView
+from imgrank_dagster.core.sources import kartaview
+from imgrank_dagster.core.sources.kartaview import (
+    ATTRIBUTION,
+    KARTAVIEW_COLUMNS,
+    LICENCE,
+    KartaViewClient,
+)
 from imgrank_dagster.definitions import build_definitions
+from imgrank_dagster.defs.features.assets import collection_images, feature_matrix
 from imgrank_dagster.defs.ingestion.assets import image_features, raw_image_sequences
 from imgrank_dagster.defs.kartaview.assets import DISCOVERY_COLUMNS, kartaview_sequences
 from imgrank_dagster.defs.kartaview.schedules import daily_refresh_schedule
 from imgrank_dagster.defs.kartaview.sensors import kartaview_sequences_sensor
-from imgrank_dagster.defs.ranking.features import collection_images, feature_matrix
 from imgrank_dagster.defs.ranking.sensors import rank_after_ingestion_sensor
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources import ImgrankConfig
-from imgrank_dagster.resources.parquet_io_manager import ParquetIOManager
+from imgrank_dagster.devtools.kartaview_stand_in import FakeKartaView
+from imgrank_dagster.lib.io_manager import ParquetIOManager
+from imgrank_dagster.lib.partitions import collection_partitions, sequence_partitions
+from imgrank_dagster.lib.resources import ImgrankConfig
+
+pytestmark = pytest.mark.slow  # real fastdup ingestion and rankings against the stand-in server
 
 ORIGIN = (52.5200, 13.4050)  # the fake server's default origin
 
@@ -92,8 +99,9 @@ collections:
 @pytest.fixture
 def fast_client(monkeypatch: pytest.MonkeyPatch) -> None:
     # The real client, without the polite 2 requests/s that only the public API needs.
+    # Sources import the client from its package when they run: patch it there.
     monkeypatch.setattr(
-        sources, "KartaViewClient", functools.partial(KartaViewClient, requests_per_second=1e6)
+        kartaview, "KartaViewClient", functools.partial(KartaViewClient, requests_per_second=1e6)
     )
 
 
@@ -149,9 +157,13 @@ def test_new_sequences_become_partitions_and_are_ingested_once(world: World) -> 
     again, cursor = world.sense(kartaview_sequences_sensor, result.cursor)
     assert isinstance(again, dg.SkipReason)
     # A fresh discovery of the same area finds only known sequences: no request either.
-    assert world.discover().asset_materializations_for_node("kartaview_sequences")[0].metadata[
-        "new_sequences"
-    ].value == 0
+    assert (
+        world.discover()
+        .asset_materializations_for_node("kartaview_sequences")[0]
+        .metadata["new_sequences"]
+        .value
+        == 0
+    )
     known, cursor = world.sense(kartaview_sequences_sensor, cursor)
     assert isinstance(known, dg.SkipReason)
     assert "no new sequence" in (known.skip_message or "")

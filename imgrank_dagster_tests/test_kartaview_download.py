@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from imgrank_dagster.core.kartaview import (
+from imgrank_dagster.core.sources.kartaview import (
     ATTRIBUTION,
     KARTAVIEW_COLUMNS,
     LICENCE,
@@ -22,7 +22,7 @@ from imgrank_dagster.core.kartaview import (
     download_sequence,
     progress_logger,
 )
-from imgrank_dagster.core.kartaview.fake_server import FakeKartaView, Quirks
+from imgrank_dagster.devtools.kartaview_stand_in import FakeKartaView, Quirks
 
 RAW_COLUMNS = [
     "image_id", "sequence_id", "sequence_index", "path", "sha256", "bytes", "width", "height",
@@ -332,7 +332,7 @@ def test_a_broken_file_from_an_older_run_is_fetched_again(fake, tmp_path: Path) 
 KILLABLE_DOWNLOAD = """
 import sys
 from pathlib import Path
-from imgrank_dagster.core.kartaview import KartaViewClient, download_sequence
+from imgrank_dagster.core.sources.kartaview import KartaViewClient, download_sequence
 client = KartaViewClient(sys.argv[1], requests_per_second=10)
 download_sequence(client, sys.argv[2], Path(sys.argv[3]), workers=1)
 """

@@ -64,56 +64,97 @@ def coco_export(file_names: list[str]) -> dict:
     """Shaped like CVAT's / Label Studio's "COCO 1.0" export."""
     return {
         "licenses": [{"name": "", "id": 0, "url": ""}],
-        "info": {"contributor": "", "date_created": "", "description": "", "url": "",
-                 "version": "", "year": ""},
-        "categories": [{"id": 1, "name": "car", "supercategory": ""},
-                       {"id": 2, "name": "traffic_sign", "supercategory": ""}],
+        "info": {
+            "contributor": "",
+            "date_created": "",
+            "description": "",
+            "url": "",
+            "version": "",
+            "year": "",
+        },
+        "categories": [
+            {"id": 1, "name": "car", "supercategory": ""},
+            {"id": 2, "name": "traffic_sign", "supercategory": ""},
+        ],
         "images": [
-            {"id": index + 1, "width": 64, "height": 48, "file_name": name, "license": 0,
-             "flickr_url": "", "coco_url": "", "date_captured": 0}
+            {
+                "id": index + 1,
+                "width": 64,
+                "height": 48,
+                "file_name": name,
+                "license": 0,
+                "flickr_url": "",
+                "coco_url": "",
+                "date_captured": 0,
+            }
             for index, name in enumerate(file_names)
         ],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [], "area": 750.0,
-             "bbox": [10.0, 12.0, 30.0, 25.0], "iscrowd": 0,
-             "attributes": {"occluded": False, "rotation": 0.0}},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": [],
+                "area": 750.0,
+                "bbox": [10.0, 12.0, 30.0, 25.0],
+                "iscrowd": 0,
+                "attributes": {"occluded": False, "rotation": 0.0},
+            },
         ],
     }
 
 
-def label_studio_task(task_id: int, image: str, annotated: bool = True,
-                      cancelled: bool = False) -> dict:
+def label_studio_task(
+    task_id: int, image: str, annotated: bool = True, cancelled: bool = False
+) -> dict:
     """One task of a Label Studio "JSON" export (fields as Label Studio 1.x writes them)."""
     annotations = []
     if annotated:
-        annotations.append({
-            "id": 100 + task_id,
-            "completed_by": 1,
-            "result": [] if cancelled else [{
-                "original_width": 64, "original_height": 48, "image_rotation": 0,
-                "value": {"x": 15.6, "y": 25.0, "width": 46.8, "height": 52.1, "rotation": 0,
-                          "rectanglelabels": ["car"]},
-                "id": "Qx7ab3LmZk", "from_name": "label", "to_name": "image",
-                "type": "rectanglelabels", "origin": "manual",
-            }],
-            "was_cancelled": cancelled,
-            "ground_truth": False,
-            "created_at": "2024-05-02T09:12:41.046000Z",
-            "updated_at": "2024-05-02T09:12:41.046000Z",
-            "draft_created_at": None,
-            "lead_time": 8.4,
-            "prediction": {},
-            "result_count": 0,
-            "unique_id": "6f1b3c2e-8d4a-4e0f-9b7c-2a5d8e1f0c3b",
-            "import_id": None,
-            "last_action": None,
-            "task": task_id,
-            "project": 1,
-            "updated_by": 1,
-            "parent_prediction": None,
-            "parent_annotation": None,
-            "last_created_by": None,
-        })
+        annotations.append(
+            {
+                "id": 100 + task_id,
+                "completed_by": 1,
+                "result": []
+                if cancelled
+                else [
+                    {
+                        "original_width": 64,
+                        "original_height": 48,
+                        "image_rotation": 0,
+                        "value": {
+                            "x": 15.6,
+                            "y": 25.0,
+                            "width": 46.8,
+                            "height": 52.1,
+                            "rotation": 0,
+                            "rectanglelabels": ["car"],
+                        },
+                        "id": "Qx7ab3LmZk",
+                        "from_name": "label",
+                        "to_name": "image",
+                        "type": "rectanglelabels",
+                        "origin": "manual",
+                    }
+                ],
+                "was_cancelled": cancelled,
+                "ground_truth": False,
+                "created_at": "2024-05-02T09:12:41.046000Z",
+                "updated_at": "2024-05-02T09:12:41.046000Z",
+                "draft_created_at": None,
+                "lead_time": 8.4,
+                "prediction": {},
+                "result_count": 0,
+                "unique_id": "6f1b3c2e-8d4a-4e0f-9b7c-2a5d8e1f0c3b",
+                "import_id": None,
+                "last_action": None,
+                "task": task_id,
+                "project": 1,
+                "updated_by": 1,
+                "parent_prediction": None,
+                "parent_annotation": None,
+                "last_created_by": None,
+            }
+        )
     return {
         "id": task_id,
         "annotations": annotations,
@@ -215,10 +256,18 @@ def test_coco_export_lists_its_images(tmp_path: Path, images: pd.DataFrame, inde
     ]
     match = match_labels(entries, images)
     assert match.labelled.to_dict("records") == [
-        {"image_id": "seq-001/frame_0002", "source_file": "instances_default.json",
-         "line": entries[0].line, "matched_by": "path"},
-        {"image_id": "seq-001/frame_0003", "source_file": "instances_default.json",
-         "line": entries[1].line, "matched_by": "file_name"},
+        {
+            "image_id": "seq-001/frame_0002",
+            "source_file": "instances_default.json",
+            "line": entries[0].line,
+            "matched_by": "path",
+        },
+        {
+            "image_id": "seq-001/frame_0003",
+            "source_file": "instances_default.json",
+            "line": entries[1].line,
+            "matched_by": "file_name",
+        },
     ]
 
 
@@ -264,16 +313,28 @@ def test_label_studio_export_reduces_references_and_skips_unlabelled_tasks(
         # Not an 8-hex-digit upload prefix: part of the real name.
         ({"image": "/data/upload/3/abc123-frame_0001.jpg"}, "abc123-frame_0001.jpg"),
         ({"image": "/data/local-files/?d=seq-002%2Fframe_0004.jpg"}, "seq-002/frame_0004.jpg"),
-        ({"image": "/data/local-files?d=images/seq-002/frame%2B1.jpg"},
-         "images/seq-002/frame+1.jpg"),
-        ({"image": "http://localhost:8080/data/upload/3/deadbeef-frame_0005.jpg"},
-         "frame_0005.jpg"),
-        ({"image": "https://cdn.example.org/street/seq-002/frame_0004.jpg?sig=x"},
-         "/street/seq-002/frame_0004.jpg"),
+        (
+            {"image": "/data/local-files?d=images/seq-002/frame%2B1.jpg"},
+            "images/seq-002/frame+1.jpg",
+        ),
+        (
+            {"image": "http://localhost:8080/data/upload/3/deadbeef-frame_0005.jpg"},
+            "frame_0005.jpg",
+        ),
+        (
+            {"image": "https://cdn.example.org/street/seq-002/frame_0004.jpg?sig=x"},
+            "/street/seq-002/frame_0004.jpg",
+        ),
         ({"image": "seq-001/frame_0002.jpg"}, "seq-001/frame_0002.jpg"),
         # No "image" key: the first string value of data is the reference.
-        ({"capture_index": 4, "photo": "/data/local-files/?d=seq-001%2Fframe_0002.jpg",
-          "note": "x"}, "seq-001/frame_0002.jpg"),
+        (
+            {
+                "capture_index": 4,
+                "photo": "/data/local-files/?d=seq-001%2Fframe_0002.jpg",
+                "note": "x",
+            },
+            "seq-001/frame_0002.jpg",
+        ),
     ],
 )
 def test_label_studio_reference_shapes(tmp_path: Path, data: dict, expected: str) -> None:
@@ -290,13 +351,20 @@ def test_cvat_for_images_export(tmp_path: Path, images: pd.DataFrame) -> None:
     entries = read_label_entries(file)
 
     assert entries == [
-        LabelEntry("seq-001/frame_0001.jpg", "annotations.xml",
-                   line_containing(text, 'name="seq-001/frame_0001.jpg"')),
-        LabelEntry("seq-002/frame_0004.jpg", "annotations.xml",
-                   line_containing(text, 'name="seq-002/frame_0004.jpg"')),
+        LabelEntry(
+            "seq-001/frame_0001.jpg",
+            "annotations.xml",
+            line_containing(text, 'name="seq-001/frame_0001.jpg"'),
+        ),
+        LabelEntry(
+            "seq-002/frame_0004.jpg",
+            "annotations.xml",
+            line_containing(text, 'name="seq-002/frame_0004.jpg"'),
+        ),
     ]
     assert labelled_ids(match_labels(entries, images)) == [
-        "seq-001/frame_0001", "seq-002/frame_0004"
+        "seq-001/frame_0001",
+        "seq-002/frame_0004",
     ]
 
 
@@ -428,17 +496,21 @@ def test_unknown_and_ambiguous_names_are_reported_not_guessed(images: pd.DataFra
     assert match.ambiguous == {"frame_0001.jpg": both, "seq-009/frame_0001.jpg": both}
     summary = match.summary(max_examples=1)
     assert (summary["unknown"], summary["unknown_examples"]) == (2, ["frame_9999.jpg"])
-    assert (summary["ambiguous"], summary["ambiguous_examples"]) == (
-        2, {"frame_0001.jpg": both}
-    )
+    assert (summary["ambiguous"], summary["ambiguous_examples"]) == (2, {"frame_0001.jpg": both})
 
 
 def test_suffix_match_when_image_paths_are_deeper_than_label_names() -> None:
-    images = pd.DataFrame({
-        "image_id": ["a/frame_0001", "b/frame_0001", "c/frame_0001", "west-b/frame_0001"],
-        "path": ["north/a/frame_0001.jpg", "south/b/frame_0001.jpg", "south/c/frame_0001.jpg",
-                 "west/b/frame_0001.jpg"],
-    })
+    images = pd.DataFrame(
+        {
+            "image_id": ["a/frame_0001", "b/frame_0001", "c/frame_0001", "west-b/frame_0001"],
+            "path": [
+                "north/a/frame_0001.jpg",
+                "south/b/frame_0001.jpg",
+                "south/c/frame_0001.jpg",
+                "west/b/frame_0001.jpg",
+            ],
+        }
+    )
     entries = [
         LabelEntry("a/frame_0001.jpg", "x.txt", 1),  # unique suffix
         # Both sides have a prefix; the longest common suffix decides ("b/frame_0001.jpg"
@@ -482,26 +554,64 @@ def test_bad_images_frame_is_rejected(frame: pd.DataFrame, problem: str) -> None
 @pytest.mark.parametrize(
     ("file_name", "content", "line", "problem"),
     [
-        ("broken.json", '{\n  "images": [\n    {"file_name": "a.jpg"},\n    {"file_name": "b.jpg"\n'
-         "  ]\n}\n", 5, "not valid JSON"),
-        ("coco.json", json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2}]},
-                                 indent=2), 7, "images[1] has no 'file_name'"),
-        ("tasks.json",
-         '[\n  {"id": 1, "data": {"image": "a.jpg"}},\n  {"id": 2, "image": "b.jpg"}\n]', 3,
-         "task 1 has no 'data'"),
-        ("tasks.json", '[\n  {"id": 1,\n   "data": {"capture_index": 3}}\n]', 3,
-         "no image reference"),
+        (
+            "broken.json",
+            '{\n  "images": [\n    {"file_name": "a.jpg"},\n    {"file_name": "b.jpg"\n  ]\n}\n',
+            5,
+            "not valid JSON",
+        ),
+        (
+            "coco.json",
+            json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2}]}, indent=2),
+            7,
+            "images[1] has no 'file_name'",
+        ),
+        (
+            "tasks.json",
+            '[\n  {"id": 1, "data": {"image": "a.jpg"}},\n  {"id": 2, "image": "b.jpg"}\n]',
+            3,
+            "task 1 has no 'data'",
+        ),
+        (
+            "tasks.json",
+            '[\n  {"id": 1,\n   "data": {"capture_index": 3}}\n]',
+            3,
+            "no image reference",
+        ),
         ("other.json", '{"annotations": []}', 1, "neither a COCO export"),
-        ("broken.xml", '<?xml version="1.0"?>\n<annotations>\n  <version>1.1</version>\n'
-         '  <image id="0" name="a.jpg">\n</annotations>\n', 5, "not valid XML: mismatched tag"),
-        ("video.xml", "<annotations>\n  <version>1.1</version>\n  <track id=\"0\" label=\"car\">"
-         "</track>\n</annotations>", 3, "CVAT for video"),
-        ("voc.xml", '<?xml version="1.0"?>\n<annotation><filename>a.jpg</filename></annotation>',
-         2, "expected <annotations>"),
-        ("bomb.xml", '<?xml version="1.0"?>\n<!DOCTYPE a [\n<!ENTITY x "xxxxxxxx">\n]>\n'
-         "<annotations>&x;</annotations>", 3, "entity declarations"),
-        ("bad.csv", 'image_id,label\nseq-001/frame_0001,car\n"seq-001/frame_0002,car\n', 3,
-         "not valid CSV"),
+        (
+            "broken.xml",
+            '<?xml version="1.0"?>\n<annotations>\n  <version>1.1</version>\n'
+            '  <image id="0" name="a.jpg">\n</annotations>\n',
+            5,
+            "not valid XML: mismatched tag",
+        ),
+        (
+            "video.xml",
+            '<annotations>\n  <version>1.1</version>\n  <track id="0" label="car">'
+            "</track>\n</annotations>",
+            3,
+            "CVAT for video",
+        ),
+        (
+            "voc.xml",
+            '<?xml version="1.0"?>\n<annotation><filename>a.jpg</filename></annotation>',
+            2,
+            "expected <annotations>",
+        ),
+        (
+            "bomb.xml",
+            '<?xml version="1.0"?>\n<!DOCTYPE a [\n<!ENTITY x "xxxxxxxx">\n]>\n'
+            "<annotations>&x;</annotations>",
+            3,
+            "entity declarations",
+        ),
+        (
+            "bad.csv",
+            'image_id,label\nseq-001/frame_0001,car\n"seq-001/frame_0002,car\n',
+            3,
+            "not valid CSV",
+        ),
         ("short.csv", "label,image_id\ncar,seq-001/frame_0001\nsign\n", 3, "no image name"),
         ("latin1.txt", "seq-001/frame_0001.jpg\nseq-001/fr\xe9me.jpg\n", 2, "not UTF-8"),
     ],

@@ -7,7 +7,8 @@ import pytest
 from imgrank_dagster.core.labels import labelled_set_hash
 from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
 from imgrank_dagster.defs.labels.sensors import labels_sensor
-from imgrank_dagster.resources import build_resources
+from imgrank_dagster.lib.names import VIEWS_GROUP
+from imgrank_dagster.lib.resources import build_resources
 
 
 def evaluate(pipeline, cursor: str | None):
@@ -177,7 +178,7 @@ def test_labels_covering_a_cluster_reorder_it_without_touching_features(fresh_pi
 def test_views_follow_a_label_change_run(fresh_pipeline) -> None:
     """The report and the FiftyOne dataset are requested after the ranking changed."""
     pipeline = fresh_pipeline
-    views = dg.AssetSelection.groups("visualization")
+    views = dg.AssetSelection.groups(VIEWS_GROUP)
     before = dg.evaluate_automation_conditions(
         defs=pipeline.defs, instance=pipeline.instance, asset_selection=views
     )

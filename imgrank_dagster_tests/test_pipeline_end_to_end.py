@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from imgrank_dagster.defs.ranking.assets import RANKING_CHECKS, RANKING_EXPORT_NAME
-from imgrank_dagster.resources.parquet_io_manager import read_lineage
+from imgrank_dagster.lib.parquet import read_lineage
 
 COLLECTION_ASSETS = [
     "collection_images",

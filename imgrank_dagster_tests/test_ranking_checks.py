@@ -4,7 +4,7 @@ what is wrong with a broken one."""
 import numpy as np
 import pandas as pd
 
-from imgrank_dagster.core.ranking_checks import ranking_problems
+from imgrank_dagster.core.ranking.checks import ranking_problems
 
 ACCEPTED = {"a", "b", "c", "d", "e"}
 LABELLED = {"e"}
@@ -26,9 +26,7 @@ def test_a_sound_ranking_passes_every_check() -> None:
 
 
 def test_a_broken_ranking_names_each_problem() -> None:
-    ranking = _ranking(
-        ["c", "a", "a", "e", "x"], [1, 2, 4, 5, 6], [0.9, np.nan, 0.3, np.inf, 0.1]
-    )
+    ranking = _ranking(["c", "a", "a", "e", "x"], [1, 2, 4, 5, 6], [0.9, np.nan, 0.3, np.inf, 0.1])
     problems = ranking_problems(ranking, ACCEPTED, LABELLED)
     assert problems["ranks_run_1_to_n"] == [
         "position 3 holds rank 4",

@@ -1,4 +1,4 @@
-"""The HTML report (core.report, the ranking_report asset) and the embedding map behind it."""
+"""The HTML report (core.views.report, the ranking_report asset) and the embedding map behind it."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imgrank_dagster.core import report
-from imgrank_dagster.core.embedding_map import embedding_map, embedding_map_frame
-from imgrank_dagster.core.report import ReportData, write_report
-from imgrank_dagster.resources import build_resources
+from imgrank_dagster.core.views import report
+from imgrank_dagster.core.views.embedding_map import embedding_map, embedding_map_frame
+from imgrank_dagster.core.views.report import ReportData, write_report
+from imgrank_dagster.lib.resources import build_resources
 
 
 class Page(HTMLParser):
@@ -146,7 +146,7 @@ def test_labeling_priority_preview_has_thumbnails(ranked_pipeline) -> None:
     assert len(top) < 150_000  # small inline thumbnails, not full images
 
 
-# --- core.report -----------------------------------------------------------------------------
+# --- core.views.report -----------------------------------------------------------------------
 
 
 def test_rewriting_swaps_the_folder_and_reuses_unchanged_thumbnails(
@@ -271,7 +271,7 @@ def test_bad_input_is_named(ranked_pipeline, tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-# --- core.embedding_map ----------------------------------------------------------------------
+# --- core.views.embedding_map ----------------------------------------------------------------
 
 
 def blobs(per_blob: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

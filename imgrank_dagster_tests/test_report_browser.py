@@ -15,7 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from imgrank_dagster.resources import build_resources
+from imgrank_dagster.lib.resources import build_resources
+
+pytestmark = pytest.mark.slow  # a real headless browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgrank_dagster.core import fastdup_graph
-from imgrank_dagster.core.collections import ScoringSettings
-from imgrank_dagster.core.scoring import (
-    RANKING_COLUMNS,
+from imgrank_dagster.core.config import ScoringSettings
+from imgrank_dagster.core.ranking import near_duplicates
+from imgrank_dagster.core.ranking.scores import (
+    STUDY_RANKING_COLUMNS,
     cluster_metrics,
     combine_score,
     duplicate_punishment,
@@ -21,7 +21,7 @@ from imgrank_dagster.core.scoring import (
     score_region,
     similar_to_labelled,
 )
-from imgrank_dagster.core.study import (
+from imgrank_dagster.core.ranking.study import (
     BASE_SCORE_COLUMNS,
     SCORE_COLUMNS,
     label_scores,
@@ -91,7 +91,7 @@ def test_outlier_distance_runs_fastdup_within_each_cluster() -> None:
     result = outlier_distance(ids, matrix, clusters, percentile=0.05)
     for cluster in (0, 1):
         members = np.flatnonzero(clusters == cluster)
-        found = fastdup_graph.outliers([ids[i] for i in members], matrix[members], 0.05)
+        found = near_duplicates.outliers([ids[i] for i in members], matrix[members], 0.05)
         assert not found.empty
         expected = pd.Series(0.0, index=[ids[i] for i in members])
         expected[found["image_id"]] = found["outlier_distance"].to_numpy()
@@ -145,7 +145,7 @@ COMPONENTS = pd.DataFrame(
 
 
 def test_combine_score_hand_table() -> None:
-    score = combine_score(COMPONENTS, SETTINGS)
+    score = combine_score(COMPONENTS)
     # 0.8*0.5 - 0.15*0.3 - 1*0.7 + 0.2*0.11 + 0.05*0.13 = 0.4 - 0.045 - 0.7 + 0.022 + 0.0065
     # 1*1 + 0.2*1 + 0.05*1; 0.6*1 - 0.15*0.9 + 0.2*0.5 + 0.05*0.25
     np.testing.assert_allclose(score, [-0.3165, 1.25, 0.5775])
@@ -157,7 +157,7 @@ def test_combine_score_uses_each_weight_for_its_own_component() -> None:
     # Swapping the blur and brightness weights changes the first row's score by
     # (0.05 - 0.2) * 0.11 + (0.2 - 0.05) * 0.13 = +0.003.
     swapped = SETTINGS.model_copy(update={"w_blur": 0.05, "w_brightness": 0.2})
-    np.testing.assert_allclose(combine_score(COMPONENTS, swapped).iloc[0], -0.3135)
+    np.testing.assert_allclose(combine_score(COMPONENTS, **swapped.score_weights).iloc[0], -0.3135)
 
 
 @pytest.mark.parametrize(
@@ -174,16 +174,16 @@ def test_each_weight_multiplies_its_component(component: str, weight: str) -> No
     components[component] = 0.37
     settings = ScoringSettings(w_outlier=-0.11, w_similar=-0.7, w_blur=0.3, w_brightness=0.07)
     expected = getattr(settings, weight) * 0.37
-    assert combine_score(components, settings).iloc[0] == pytest.approx(expected)
+    assert combine_score(components, **settings.score_weights).iloc[0] == pytest.approx(expected)
 
 
 def test_combine_score_rejects_missing_or_nan_components() -> None:
     with pytest.raises(ValueError, match="blur"):
-        combine_score(COMPONENTS.drop(columns="blur"), SETTINGS)
+        combine_score(COMPONENTS.drop(columns="blur"))
     broken = COMPONENTS.copy()
     broken.loc[11, "uniqueness"] = np.nan
     with pytest.raises(ValueError, match="'uniqueness' has NaN"):
-        combine_score(broken, SETTINGS)
+        combine_score(broken)
 
 
 # --- priority groups -----------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_combine_score_rejects_missing_or_nan_components() -> None:
 )
 def test_priority_group_boundaries(labelled: int, size: int, group: int) -> None:
     assert priority_group(labelled, size) == group
-    assert priority_groups(np.array([labelled, 0]), np.array([size, 5]), SETTINGS).tolist() == [
+    assert priority_groups(np.array([labelled, 0]), np.array([size, 5])).tolist() == [
         group,
         1,
     ]
@@ -224,8 +224,8 @@ def test_priority_group_boundaries(labelled: int, size: int, group: int) -> None
 
 def test_priority_group_thresholds_come_from_the_settings() -> None:
     settings = ScoringSettings(priority_few_count=2, priority_few_fraction=0.2)
-    assert priority_group(1, 10, settings) == 2
-    assert priority_group(2, 10, settings) == 3
+    assert priority_group(1, 10, **settings.priority_params) == 2
+    assert priority_group(2, 10, **settings.priority_params) == 3
     assert priority_group(1, 10) == 3  # study: 10 % is not under 3 %
     with pytest.raises(ValueError, match="must not exceed priority_some_fraction"):
         ScoringSettings(priority_few_fraction=0.5)
@@ -249,7 +249,7 @@ def test_cluster_metrics_hand_table() -> None:
             "silhouette": [0.2, 0.4, 0.6, -0.1, 0.3],
         }
     )
-    metrics = cluster_metrics(assignments, {"b1", "not-in-collection"}, SETTINGS)
+    metrics = cluster_metrics(assignments, {"b1", "not-in-collection"}, **SETTINGS.priority_params)
     expected = pd.DataFrame(
         {
             "cluster": [0, 1],
@@ -311,8 +311,8 @@ METRICS = pd.DataFrame({"cluster": [0, 1, 2], "priority_group": [1, 3, 4]})
 
 
 def test_rank_order_region_then_priority_then_score_then_id() -> None:
-    ranking = rank_images(scores_table(), METRICS, SETTINGS)
-    assert list(ranking.columns) == RANKING_COLUMNS
+    ranking = rank_images(scores_table(), METRICS, **SETTINGS.region_params)
+    assert list(ranking.columns) == STUDY_RANKING_COLUMNS
     # good: k, n (group 1, tied score: by id), m (group 3), p (group 4, despite its higher
     # score); medium: q (group 1), r (group 4); bad: t (group 1), s (group 3).
     assert ranking["image_id"].tolist() == ["k", "n", "m", "p", "q", "r", "t", "s"]
@@ -335,7 +335,7 @@ def test_rank_copies_image_info_and_writes_reasons() -> None:
             "lat": [52.5, 52.6],
         }
     )
-    ranking = rank_images(scores, METRICS, SETTINGS, info).set_index("image_id")
+    ranking = rank_images(scores, METRICS, image_info=info).set_index("image_id")
     assert ranking.loc["k", "reason"] == (
         "cluster 0 has no labelled image; most unique in its cluster; near-duplicate of an "
         "earlier image; outlier; similar to a labelled image; sharp; dark"
@@ -350,7 +350,7 @@ def test_rank_copies_image_info_and_writes_reasons() -> None:
 
 def test_rank_needs_metrics_for_every_cluster() -> None:
     with pytest.raises(ValueError, match=r"no row for cluster\(s\) \[2\]"):
-        rank_images(scores_table(), METRICS[METRICS["cluster"] != 2], SETTINGS)
+        rank_images(scores_table(), METRICS[METRICS["cluster"] != 2])
 
 
 # --- the whole study -----------------------------------------------------------------------
@@ -378,7 +378,7 @@ def study_features(seed: int = 0) -> pd.DataFrame:
 def test_run_study_end_to_end() -> None:
     features = study_features()
     labelled = {"seq-001/frame_0003", "seq-001/frame_0004"}
-    result = run_study(features, labelled, SETTINGS.model_copy(update={"k_max": 6}))
+    result = run_study(features, labelled, k_max=6)
 
     assert result.clustering.k == 3
     assert list(result.assignments.columns) == [
@@ -389,7 +389,7 @@ def test_run_study_end_to_end() -> None:
     ]
     assert list(result.base_scores.columns) == BASE_SCORE_COLUMNS
     assert list(result.scores.columns) == SCORE_COLUMNS
-    assert list(result.ranking.columns) == RANKING_COLUMNS
+    assert list(result.ranking.columns) == STUDY_RANKING_COLUMNS
     assert list(result.similar_pairs.columns) == ["from_id", "to_id", "similarity"]
 
     # The planted near-duplicate: the later image id is punished.
@@ -419,10 +419,11 @@ def test_run_study_end_to_end() -> None:
 
 def test_label_scores_only_change_label_dependent_columns() -> None:
     features = study_features(seed=1)
-    settings = SETTINGS.model_copy(update={"k": 3, "similarity_threshold": 0.5})
-    result = run_study(features, set(), settings)
+    result = run_study(features, set(), k=3, similarity_threshold=0.5)
     pair = result.similar_pairs.iloc[0]
-    relabelled = label_scores(result.base_scores, result.similar_pairs, {pair.from_id}, settings)
+    relabelled = label_scores(
+        result.base_scores, result.similar_pairs, {pair.from_id}, similarity_threshold=0.5
+    )
     before = result.scores.set_index("image_id")
     after = relabelled.set_index("image_id")
     unchanged = [column for column in BASE_SCORE_COLUMNS if column != "image_id"]
@@ -436,9 +437,9 @@ def test_run_study_rejects_bad_embeddings() -> None:
     features = study_features().iloc[:5].copy()
     features["embedding"] = [np.ones(4), np.ones(4), np.ones(3), np.ones(4), np.ones(4)]
     with pytest.raises(ValueError):
-        run_study(features, set(), SETTINGS)
+        run_study(features, set())
     features["embedding"] = [np.ones(4)] * 4 + [np.array([1.0, np.nan, 1.0, 1.0])]
     with pytest.raises(ValueError, match="NaN or infinite values in 1 row"):
-        run_study(features, set(), SETTINGS)
+        run_study(features, set())
     with pytest.raises(ValueError, match="one row per feature row"):
-        run_study(features, set(), SETTINGS, embeddings=np.ones((4, 4), dtype=np.float32))
+        run_study(features, set(), embeddings=np.ones((4, 4), dtype=np.float32))

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-
-# FiftyOne reads its configuration at import: unless the run already chose a database
-# folder, use a throwaway one instead of ~/.fiftyone. It is removed when the test process
-# exits (mongod, started by FiftyOne, stops with the last process using it).
-if "FIFTYONE_DATABASE_DIR" not in os.environ:
-    _database_dir = tempfile.mkdtemp(prefix="imgrank-fiftyone-db-")
-    os.environ["FIFTYONE_DATABASE_DIR"] = _database_dir
-    atexit.register(shutil.rmtree, _database_dir, ignore_errors=True)
 
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import normalize
 
-from imgrank_dagster.core import uniqueness  # also sets FiftyOne's no-tracking variables
-from imgrank_dagster.core.uniqueness import fiftyone_uniqueness, uniqueness_within_clusters
+from imgrank_dagster.core.ranking import uniqueness  # imgrank_dagster sets FiftyOne's no-tracking
+from imgrank_dagster.core.ranking.uniqueness import fiftyone_uniqueness, uniqueness_within_clusters
 
 # Centred rows: A1, A2 = (1, 0) (twins), B1, B2 = (-1, 0) (twins), Z = (0, 0).
 # Cosine distance: twins 0, A-B 2, anything-Z 1 (a zero row normalises to zero).
@@ -43,8 +31,8 @@ def planted(n: int = 40, dim: int = 24, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fiftyone_brain() -> Iterator[object]:
-    """fiftyone and fiftyone.brain; the test datasets are deleted afterwards."""
+def fiftyone_brain(fiftyone_database: str) -> Iterator[object]:
+    """fiftyone and fiftyone.brain on the private MongoDB; test datasets are deleted after."""
     import fiftyone as fo
     import fiftyone.brain as fob
 
@@ -162,4 +150,3 @@ def test_within_clusters_scores_each_cluster_on_its_own() -> None:
 def test_bad_input_is_rejected(matrix: np.ndarray, clusters: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         uniqueness_within_clusters(matrix, clusters)
-

@@ -15,6 +15,8 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from imgrank_dagster.definitions import defs
 
+pytestmark = pytest.mark.slow  # a real Dagster webserver process
+
 ASSET_PARTITIONS_QUERY = """
 query {
   assetNodes {

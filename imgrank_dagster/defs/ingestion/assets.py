@@ -6,24 +6,21 @@ start (about a second) outweighs embedding a short sequence.
 """
 
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-import pandas as pd
 
-from imgrank_dagster.core.collections import split_sequence_key
-from imgrank_dagster.core.features import compute_features
-from imgrank_dagster.core.sources import ingest_sequence
-from imgrank_dagster.defs.metadata import counts_table, frame_table, partitions_output
-from imgrank_dagster.partitions import sequence_partitions
-from imgrank_dagster.resources import ImgrankConfig
+from imgrank_dagster.core.config.keys import split_sequence_key
+from imgrank_dagster.lib.frames import Frame
+from imgrank_dagster.lib.metadata import counts_table, frame_table, partitions_output
+from imgrank_dagster.lib.names import FASTDUP_POOL, INGESTION_GROUP
+from imgrank_dagster.lib.partitions import sequence_partitions
+from imgrank_dagster.lib.resources import ImgrankConfig
 
-INGESTION_GROUP = "ingestion"  # jobs.py selects this group
 SEQUENCES_PER_RUN = 100
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=SEQUENCES_PER_RUN)
 
 
-def by_partition(context: dg.AssetExecutionContext, value: object) -> dict[str, pd.DataFrame]:
+def by_partition(context: dg.AssetExecutionContext, value: object) -> dict[str, Frame]:
     """An input of the same partitions: one frame for a one-partition run, else a dict."""
     if isinstance(value, dict):
         return value
@@ -39,8 +36,14 @@ def by_partition(context: dg.AssetExecutionContext, value: object) -> dict[str, 
     description="One row per file of a sequence: identity, checksum, size, EXIF time and GPS, "
     "and whether it decodes (status ok / rejected with reason).",
 )
-def raw_image_sequences(context: dg.AssetExecutionContext, imgrank: ImgrankConfig) -> dg.Output:
-    frames: dict[str, pd.DataFrame] = {}
+def raw_image_sequences(
+    context: dg.AssetExecutionContext, imgrank: ImgrankConfig
+) -> dg.Output[Frame]:
+    import pandas as pd
+
+    from imgrank_dagster.core.sources import ingest_sequence
+
+    frames: dict[str, Frame] = {}
     roots = set()
     for key in context.partition_keys:
         collection_name, sequence_id = split_sequence_key(key)
@@ -65,7 +68,7 @@ def raw_image_sequences(context: dg.AssetExecutionContext, imgrank: ImgrankConfi
     group_name=INGESTION_GROUP,
     kinds={"python", "parquet"},
     code_version="1",
-    pool="fastdup",
+    pool=FASTDUP_POOL,
     backfill_policy=BACKFILL_POLICY,
     description="fastdup's 576-d embedding and image statistics for every accepted image; "
     "images fastdup cannot read are recorded as failed with its error code.",
@@ -73,8 +76,10 @@ def raw_image_sequences(context: dg.AssetExecutionContext, imgrank: ImgrankConfi
 def image_features(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    raw_image_sequences: Any,  # a frame, or {partition_key: frame} in a multi-sequence run
-) -> dg.Output:
+    raw_image_sequences: Frame,  # a frame, or {partition_key: frame} in a multi-sequence run
+) -> dg.Output[Frame]:
+    from imgrank_dagster.core.features.embeddings import compute_features
+
     accepted = {
         key: raw[raw["status"] == "ok"]
         for key, raw in by_partition(context, raw_image_sequences).items()

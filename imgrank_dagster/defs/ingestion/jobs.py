@@ -1,10 +1,11 @@
 import dagster as dg
 
-from imgrank_dagster.partitions import sequence_partitions
+from imgrank_dagster.lib.names import INGEST_SEQUENCES_JOB, INGESTION_GROUP
+from imgrank_dagster.lib.partitions import sequence_partitions
 
 ingest_sequences_job = dg.define_asset_job(
-    "ingest_sequences",
-    selection=dg.AssetSelection.groups("ingestion"),
+    INGEST_SEQUENCES_JOB,
+    selection=dg.AssetSelection.groups(INGESTION_GROUP),
     partitions_def=sequence_partitions,
-    description="Ingest and embed one sequence.",
+    description="Ingest and embed one sequence (a backfill: up to 100 per run).",
 )

@@ -1,41 +1,15 @@
 """Registers collections and their sequences as partitions and requests ingestion of new ones."""
 
-from collections.abc import Iterable
-
 import dagster as dg
 
-from imgrank_dagster.core.collections import Collection, CollectionConfigError, FolderSource
-from imgrank_dagster.core.folder_source import SourceError
-from imgrank_dagster.core.sources import discover_sequences
+from imgrank_dagster.core.config import CollectionConfigError
 from imgrank_dagster.defs.ingestion.jobs import ingest_sequences_job
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources import ImgrankConfig
-
-
-def new_partitions(
-    collections: Iterable[Collection], instance: dg.DagsterInstance
-) -> tuple[list[str], list[str], list[str]]:
-    """(new collection keys, new folder-sequence keys, problems) against the instance."""
-    known_collections = set(instance.get_dynamic_partitions(collection_partitions.name))
-    known_sequences = set(instance.get_dynamic_partitions(sequence_partitions.name))
-    added_collections: list[str] = []
-    added_sequences: list[str] = []
-    problems: list[str] = []
-    for collection in collections:
-        if collection.name not in known_collections:
-            added_collections.append(collection.name)
-        if not isinstance(collection.source, FolderSource):
-            continue  # KartaView sequences are discovered by their own sensor
-        try:
-            sequence_ids = discover_sequences(collection)
-        except SourceError as error:
-            problems.append(str(error))
-            continue
-        for sequence_id in sequence_ids:
-            key = collection.sequence_partition_key(sequence_id)
-            if key not in known_sequences:
-                added_sequences.append(key)
-    return added_collections, added_sequences, problems
+from imgrank_dagster.lib.partitions import (
+    collection_partitions,
+    sequence_partitions,
+    unregistered_partitions,
+)
+from imgrank_dagster.lib.resources import ImgrankConfig
 
 
 @dg.sensor(
@@ -52,7 +26,7 @@ def collections_sensor(
         collections = imgrank.collections()
     except CollectionConfigError as error:
         return dg.SkipReason(str(error))
-    added_collections, added_sequences, problems = new_partitions(
+    added_collections, added_sequences, problems = unregistered_partitions(
         collections.values(), context.instance
     )
     for problem in problems:

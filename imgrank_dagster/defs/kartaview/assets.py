@@ -9,20 +9,21 @@ import time
 from datetime import UTC, datetime
 
 import dagster as dg
-import pandas as pd
 
-from imgrank_dagster.core.collections import KartaViewSource
-from imgrank_dagster.core.kartaview import KartaViewClient
-from imgrank_dagster.core.sources import discover_sequences
-from imgrank_dagster.defs.metadata import frame_output, frame_table
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources import ImgrankConfig
+from imgrank_dagster.core.config import KartaViewSource
+from imgrank_dagster.core.config.keys import sequence_key
+from imgrank_dagster.lib.frames import Frame
+from imgrank_dagster.lib.metadata import frame_output, frame_table
+from imgrank_dagster.lib.names import KARTAVIEW_GROUP
+from imgrank_dagster.lib.partitions import collection_partitions, sequence_partitions
+from imgrank_dagster.lib.resources import ImgrankConfig
 
-KARTAVIEW_GROUP = "kartaview"
 DISCOVERY_COLUMNS = ["sequence_id", "partition_key", "discovered_at"]
 
 
-def _discovery_frame(sequence_ids: list[str], keys: list[str]) -> pd.DataFrame:
+def _discovery_frame(sequence_ids: list[str], keys: list[str]) -> Frame:
+    import pandas as pd
+
     discovered_at = pd.Timestamp(datetime.now(UTC)).as_unit("us")
     return pd.DataFrame(
         {
@@ -53,7 +54,12 @@ def _area(source: KartaViewSource) -> str:
 )
 def kartaview_sequences(
     context: dg.AssetExecutionContext, imgrank: ImgrankConfig
-) -> dg.Output[pd.DataFrame]:
+) -> dg.Output[Frame]:
+    import pandas as pd
+
+    from imgrank_dagster.core.sources import discover_sequences
+    from imgrank_dagster.core.sources.kartaview import KartaViewClient
+
     collection = imgrank.collection(context.partition_key)
     if not isinstance(collection.source, KartaViewSource):
         raise dg.Failure(
@@ -66,7 +72,7 @@ def kartaview_sequences(
     started = time.perf_counter()
     sequence_ids = discover_sequences(collection)
     seconds = time.perf_counter() - started
-    keys = [collection.sequence_partition_key(sequence_id) for sequence_id in sequence_ids]
+    keys = [sequence_key(collection.name, sequence_id) for sequence_id in sequence_ids]
     known = set(context.instance.get_dynamic_partitions(sequence_partitions.name))
     new_keys = [key for key in keys if key not in known]
     context.log.info(
@@ -86,11 +92,3 @@ def kartaview_sequences(
         base_url=dg.MetadataValue.url(base_url),
         discovery_seconds=round(seconds, 2),
     )
-
-
-discover_kartaview_job = dg.define_asset_job(
-    "discover_kartaview",
-    selection=dg.AssetSelection.assets(kartaview_sequences),
-    partitions_def=collection_partitions,
-    description="Discover one KartaView collection's sequences (network, rate-limited).",
-)

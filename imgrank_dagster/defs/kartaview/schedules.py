@@ -9,11 +9,11 @@ collections_sensor and ranked by the same rank sensor.
 
 import dagster as dg
 
-from imgrank_dagster.core.collections import CollectionConfigError, KartaViewSource
-from imgrank_dagster.defs.kartaview.assets import discover_kartaview_job
-from imgrank_dagster.defs.kartaview.sensors import COLLECTION_TAG, TRIGGER_TAG
-from imgrank_dagster.partitions import collection_partitions
-from imgrank_dagster.resources import ImgrankConfig
+from imgrank_dagster.core.config import CollectionConfigError, KartaViewSource
+from imgrank_dagster.defs.kartaview.jobs import discover_kartaview_job
+from imgrank_dagster.lib.names import COLLECTION_TAG, TRIGGER_TAG
+from imgrank_dagster.lib.partitions import collection_partitions
+from imgrank_dagster.lib.resources import ImgrankConfig
 
 DAILY_REFRESH_CRON = "0 3 * * *"
 

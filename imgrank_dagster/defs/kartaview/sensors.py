@@ -4,30 +4,23 @@ import json
 from collections.abc import Mapping
 
 import dagster as dg
-import pandas as pd
 
-from imgrank_dagster.core.collections import Collection, CollectionConfigError, KartaViewSource
+from imgrank_dagster.core.config import Collection, CollectionConfigError, KartaViewSource
 from imgrank_dagster.defs.ingestion.jobs import ingest_sequences_job
-from imgrank_dagster.defs.kartaview.assets import discover_kartaview_job, kartaview_sequences
-from imgrank_dagster.partitions import collection_partitions, sequence_partitions
-from imgrank_dagster.resources import ImgrankConfig
-from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
-
-TRIGGER_TAG = "imgrank/trigger"
-COLLECTION_TAG = "imgrank/collection"
+from imgrank_dagster.defs.kartaview.jobs import discover_kartaview_job
+from imgrank_dagster.lib.io_manager import PartitionedParquetIOManager
+from imgrank_dagster.lib.names import COLLECTION_TAG, KARTAVIEW_SEQUENCES, TRIGGER_TAG
+from imgrank_dagster.lib.partitions import (
+    collection_partitions,
+    new_sequence_keys,
+    sequence_partitions,
+)
+from imgrank_dagster.lib.resources import ImgrankConfig
 
 
 def _read_cursor(cursor: str | None) -> dict[str, int]:
     """Per collection: the storage id of the last discovery this sensor has read."""
     return {name: int(storage_id) for name, storage_id in json.loads(cursor or "{}").items()}
-
-
-def new_sequence_keys(
-    collection: Collection, discovered: pd.DataFrame, known: set[str]
-) -> list[str]:
-    """Partition keys of the discovered sequences that are not partitions yet, in order."""
-    keys = [collection.sequence_partition_key(str(s)) for s in discovered["sequence_id"]]
-    return [key for key in dict.fromkeys(keys) if key not in known]
 
 
 def _unread_discoveries(
@@ -83,7 +76,7 @@ def kartaview_sequences_sensor(
         return dg.SkipReason(str(error))
     seen = _read_cursor(context.cursor)
     latest = context.instance.get_latest_storage_id_by_partition(
-        kartaview_sequences.key, dg.DagsterEventType.ASSET_MATERIALIZATION
+        KARTAVIEW_SEQUENCES, dg.DagsterEventType.ASSET_MATERIALIZATION
     )
     requests = _first_discoveries(context.instance, collections, latest)
     unread = _unread_discoveries(latest, collections, seen)
@@ -91,14 +84,14 @@ def kartaview_sequences_sensor(
         return dg.SkipReason("no new kartaview_sequences materialization")
     # The IO manager writes the file before Dagster records the materialization, so the file
     # is at least as new as the storage id read above.
-    frames = io_manager.read_partitions(kartaview_sequences.key.to_user_string(), sorted(unread))
+    frames = io_manager.read_partitions(KARTAVIEW_SEQUENCES.to_user_string(), sorted(unread))
     known = set(context.instance.get_dynamic_partitions(sequence_partitions.name))
     added: list[str] = []
     for name in sorted(unread):
         if name not in frames:
             context.log.warning(f"{name}: kartaview_sequences was materialized but has no file")
             continue
-        keys = new_sequence_keys(collections[name], frames[name], known)
+        keys = new_sequence_keys(name, frames[name]["sequence_id"], known)
         context.log.info(f"{name}: {len(frames[name])} sequences discovered, {len(keys)} new")
         added.extend(keys)
         requests.extend(

@@ -1,18 +1,20 @@
 """The labelled set of a collection, read from its label files."""
 
 import dagster as dg
-import pandas as pd
 
-from imgrank_dagster.core.labels import labelled_set_hash, load_labels
-from imgrank_dagster.defs.metadata import frame_output
-from imgrank_dagster.defs.ranking.features import columns_of, ranking_asset
-from imgrank_dagster.resources import ImgrankConfig
+from imgrank_dagster.lib.assets import collection_asset
+from imgrank_dagster.lib.frames import Frame
+from imgrank_dagster.lib.io_manager import columns_of
+from imgrank_dagster.lib.metadata import frame_output
+from imgrank_dagster.lib.names import LABELS_GROUP
+from imgrank_dagster.lib.resources import ImgrankConfig
 
 # Every image, rejected ones too: a label on a rejected image is known, not "unknown".
 LABEL_MATCHING_COLUMNS = ["image_id", "path"]
 
 
-@ranking_asset(
+@collection_asset(
+    LABELS_GROUP,
     "Labelled image ids from the collection's label files (CSV/TXT, COCO, Label Studio, CVAT). "
     "Its data version is a hash of the labelled set.",
     ins={"collection_images": columns_of("collection_images", LABEL_MATCHING_COLUMNS)},
@@ -20,8 +22,10 @@ LABEL_MATCHING_COLUMNS = ["image_id", "path"]
 def labeled_images(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    collection_images: pd.DataFrame,
-) -> dg.Output[pd.DataFrame]:
+    collection_images: Frame,
+) -> dg.Output[Frame]:
+    from imgrank_dagster.core.labels import labelled_set_hash, load_labels
+
     collection = imgrank.collection(context.partition_key)
     match = load_labels(collection.labels, collection_images)
     summary = match.summary()

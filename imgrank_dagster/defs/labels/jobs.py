@@ -3,16 +3,17 @@
 import dagster as dg
 
 from imgrank_dagster.defs.labels.assets import labeled_images
-from imgrank_dagster.partitions import collection_partitions
+from imgrank_dagster.lib.names import APPLY_LABELS_JOB, LABELING_PRIORITY
+from imgrank_dagster.lib.partitions import collection_partitions
 
 # From the labelled set to the ranking: by construction, the label-dependent work. Views of
 # the ranking (report, FiftyOne) follow it on their own, outside this fast path.
 LABEL_DEPENDENT = dg.AssetSelection.assets(labeled_images).downstream() & (
-    dg.AssetSelection.keys("labeling_priority").upstream()
+    dg.AssetSelection.assets(LABELING_PRIORITY).upstream()
 )
 
 apply_labels_job = dg.define_asset_job(
-    "apply_labels",
+    APPLY_LABELS_JOB,
     selection=LABEL_DEPENDENT,
     partitions_def=collection_partitions,
     # Each step takes well under a second; a process per step would cost seconds each.

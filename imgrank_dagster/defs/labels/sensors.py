@@ -4,30 +4,24 @@ import json
 from dataclasses import asdict, dataclass
 
 import dagster as dg
-import pandas as pd
-from dagster._core.definitions.data_version import extract_data_version_from_entry
 
-from imgrank_dagster.core.collections import Collection, CollectionConfigError
-from imgrank_dagster.core.labels import (
-    LabelFileError,
-    label_source_content_hash,
-    label_source_fingerprint,
-    labelled_set_hash,
-    load_labels,
-)
-from imgrank_dagster.defs.labels.assets import LABEL_MATCHING_COLUMNS, labeled_images
+from imgrank_dagster.core.config import Collection, CollectionConfigError
+from imgrank_dagster.defs.labels.assets import LABEL_MATCHING_COLUMNS
 from imgrank_dagster.defs.labels.jobs import apply_labels_job
-from imgrank_dagster.partitions import collection_partitions
-from imgrank_dagster.resources import ImgrankConfig
-from imgrank_dagster.resources.parquet_io_manager import PartitionedParquetIOManager
-
-COLLECTION_IMAGES = dg.AssetKey("collection_images")
-# What must exist before a label change can be applied incrementally.
-LABEL_INDEPENDENT_INPUTS = [
+from imgrank_dagster.lib.io_manager import DATA_VERSION_METADATA, PartitionedParquetIOManager
+from imgrank_dagster.lib.names import (
+    CLUSTER_ASSIGNMENTS,
     COLLECTION_IMAGES,
-    dg.AssetKey("cluster_assignments"),
-    dg.AssetKey("image_base_scores"),
-]
+    IMAGE_BASE_SCORES,
+    LABELED_IMAGES,
+    LABELLED_SET_TAG,
+    TRIGGER_TAG,
+)
+from imgrank_dagster.lib.partitions import collection_partitions
+from imgrank_dagster.lib.resources import ImgrankConfig
+
+# What must exist before a label change can be applied incrementally.
+LABEL_INDEPENDENT_INPUTS = [COLLECTION_IMAGES, CLUSTER_ASSIGNMENTS, IMAGE_BASE_SCORES]
 
 
 @dataclass(frozen=True)
@@ -44,15 +38,21 @@ def _read_cursor(cursor: str | None) -> dict[str, LabelState]:
 
 def _ranked_labelled_set(instance: dg.DagsterInstance, collection: str) -> str | None:
     """The labelled set the current ranking was computed from (labeled_images' data version)."""
-    record = instance.get_latest_data_version_record(labeled_images.key, partition_key=collection)
-    if record is None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(LABELED_IMAGES, asset_partitions=[collection]), limit=1
+    ).records
+    if not records:
         return None
-    version = extract_data_version_from_entry(record.event_log_entry)
-    return version.value if version else None
+    version = records[0].asset_materialization.metadata.get(DATA_VERSION_METADATA)
+    return str(version.value) if version is not None else None
 
 
 def _labelled_set(collection: Collection, io_manager: PartitionedParquetIOManager) -> str:
     """The labelled set labeled_images would compute now, from the same image catalog."""
+    import pandas as pd
+
+    from imgrank_dagster.core.labels import labelled_set_hash, load_labels
+
     frames = io_manager.read_partitions(
         COLLECTION_IMAGES.to_user_string(), [collection.name], columns=LABEL_MATCHING_COLUMNS
     )
@@ -82,6 +82,12 @@ def labels_sensor(
         collections = imgrank.collections()
     except CollectionConfigError as error:
         return dg.SkipReason(str(error))
+    from imgrank_dagster.core.labels import (
+        LabelFileError,
+        label_source_content_hash,
+        label_source_fingerprint,
+    )
+
     states = _read_cursor(context.cursor)
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
     requests: list[dg.RunRequest] = []
@@ -112,7 +118,7 @@ def labels_sensor(
                 # The stats make the key unique per change: going back to an earlier labelled
                 # set is a change too and must not be de-duplicated away.
                 run_key=f"{name}:labels:{labelled[:16]}:{fingerprint[:16]}",
-                tags={"imgrank/labelled_set": labelled, "imgrank/trigger": "labels_sensor"},
+                tags={LABELLED_SET_TAG: labelled, TRIGGER_TAG: "labels_sensor"},
             )
         )
     cursor = json.dumps({name: asdict(state) for name, state in sorted(states.items())})

@@ -1,80 +1,78 @@
-"""The study's ranking, one asset per stage; every computation lives in imgrank_dagster.core.
+"""The ranking, one asset per stage; every computation lives in imgrank_dagster.core.ranking.
 
-Label-independent: cluster_assignments, similar_pairs, image_base_scores.
+Label-independent: cluster_assignments, similar_pairs, neighbour_graph, image_base_scores.
 Label-dependent (re-run by the labels sensor): cluster_metrics, image_scores, labeling_priority.
 """
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-import pandas as pd
 
-from imgrank_dagster.core import scoring, strategies, study
-from imgrank_dagster.core.features import embedding_matrix
-from imgrank_dagster.core.files import write_csv_atomically
-from imgrank_dagster.core.neighbours import build_neighbour_graph
-from imgrank_dagster.core.plots import bar_png, curve_png
-from imgrank_dagster.core.ranking_checks import ranking_problems
-from imgrank_dagster.core.report import thumbnail_data_uri
-from imgrank_dagster.defs.metadata import frame_output, frame_table, png_markdown
-from imgrank_dagster.defs.ranking.features import columns_of, ranking_asset
-from imgrank_dagster.resources import ImgrankConfig
+from imgrank_dagster.lib.assets import collection_asset
+from imgrank_dagster.lib.frames import Frame
+from imgrank_dagster.lib.io_manager import columns_of
+from imgrank_dagster.lib.metadata import frame_output, frame_table, png_markdown
+from imgrank_dagster.lib.names import LABELING_PRIORITY, RANKING_EXPORT_NAME, RANKING_GROUP
+from imgrank_dagster.lib.resources import ImgrankConfig
 
-RANKING_EXPORT_NAME = "all_score_after_rank.csv"  # the study's file name
 TOP_THUMBNAIL_PX = 64  # inline JPEGs in the top-20 preview: about 3 KB each
 # What the ranking needs from the feature matrix: everything but the embeddings.
-FEATURE_CONTEXT = columns_of(
-    "feature_matrix",
-    [
-        *["image_id", "sequence_id", "path", "captured_at", "lat", "lng"],
-        *["blur", "brightness", "min_value", "max_value"],
-    ],
-)
-
+FEATURE_CONTEXT_COLUMNS = [
+    *["image_id", "sequence_id", "path", "captured_at", "lat", "lng"],
+    *["blur", "brightness", "min_value", "max_value"],
+]
 # What a re-rank reads of the graph: positions, not the ids kept for people.
 NEIGHBOUR_GRAPH_COLUMNS = ["image_id", "neighbour_rows", "distances", "content_distances", "method"]
+# The UI's metadata key for each clustering plot.
+CLUSTERING_PLOT_KEYS = {
+    "Elbow: KMeans inertia per k": "elbow_curve",
+    "Mean silhouette per k": "silhouette_curve",
+    "Images per cluster": "cluster_sizes",
+}
+RANKING_CHECKS = {
+    "ranks_run_1_to_n": "Ranks run 1..N without gaps.",
+    "every_unlabelled_image_once": "Every accepted unlabelled image appears exactly once.",
+    "no_labelled_or_rejected_image": "No labelled or rejected image is ranked.",
+    "all_scores_finite": "All scores are finite.",
+}
+
+
+def ranking_asset(description: str, code_version: str = "1", **kwargs: Any) -> Any:
+    """A collection-partitioned asset of the ranking group."""
+    return collection_asset(RANKING_GROUP, description, code_version, **kwargs)
 
 
 @ranking_asset(
     "KMeans over the feature matrix; k fixed or chosen by elbow then silhouette. Per image: "
-    "cluster, distance to its centroid, silhouette.",
+    "cluster, distance to its centroid, silhouette. How k was chosen (inertia and silhouette "
+    "per k, notes) is stored with the file as its attrs['clustering'].",
+    code_version="2",  # 2: the clustering diagnostics travel with the file
 )
 def cluster_assignments(
-    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: pd.DataFrame
-) -> dg.Output[pd.DataFrame]:
+    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: Frame
+) -> dg.Output[Frame]:
+    from imgrank_dagster.core.features.embeddings import embedding_matrix
+    from imgrank_dagster.core.ranking import study
+    from imgrank_dagster.core.ranking.clustering import clustering_diagnostics
+    from imgrank_dagster.core.views.plots import clustering_plots
+
     settings = imgrank.collection(context.partition_key).scoring
-    frame, result = study.cluster(feature_matrix, embedding_matrix(feature_matrix), settings)
-    sizes = frame["cluster"].value_counts().sort_index()
-    metadata = {
-        "k": result.k,
-        "elbow_k": result.elbow_k if result.elbow_k is not None else -1,
-        "silhouette_method": str(result.silhouette_method),
-        "how_k_was_chosen": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes)),
-        "cluster_sizes": png_markdown(
-            bar_png(sizes.to_dict(), "Images per cluster", "cluster", "images")
-        ),
-    }
-    if result.inertia_by_k:
-        metadata["elbow_curve"] = png_markdown(
-            curve_png(
-                result.inertia_by_k,
-                "Elbow: KMeans inertia per k",
-                "inertia",
-                chosen_k=result.k,
-                marked_k=result.elbow_k,
-                marked_label=f"elbow k = {result.elbow_k}",
-            )
-        )
-    if result.silhouette_by_k:
-        metadata["silhouette_curve"] = png_markdown(
-            curve_png(
-                result.silhouette_by_k,
-                "Mean silhouette per k",
-                "silhouette",
-                chosen_k=result.k,
-            )
-        )
-    return frame_output(frame, **metadata)
+    frame, result = study.cluster(
+        feature_matrix, embedding_matrix(feature_matrix), **settings.clustering_params
+    )
+    diagnostics = clustering_diagnostics(result)
+    frame.attrs["clustering"] = diagnostics
+    sizes = frame["cluster"].value_counts().sort_index().to_dict()
+    plots = clustering_plots(diagnostics, sizes)
+    return frame_output(
+        frame,
+        k=result.k,
+        elbow_k=result.elbow_k if result.elbow_k is not None else -1,
+        silhouette_method=str(result.silhouette_method),
+        how_k_was_chosen=dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes)),
+        **{CLUSTERING_PLOT_KEYS[caption]: png_markdown(png) for caption, png in plots.items()},
+    )
 
 
 @ranking_asset(
@@ -82,11 +80,14 @@ def cluster_assignments(
     "collection's threshold).",
 )
 def similar_pairs(
-    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: pd.DataFrame
-) -> dg.Output[pd.DataFrame]:
+    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: Frame
+) -> dg.Output[Frame]:
+    from imgrank_dagster.core.features.embeddings import embedding_matrix
+    from imgrank_dagster.core.ranking import study
+
     settings = imgrank.collection(context.partition_key).scoring
     pairs = study.collection_similar_pairs(
-        feature_matrix, embedding_matrix(feature_matrix), settings
+        feature_matrix, embedding_matrix(feature_matrix), **settings.similar_pairs_params
     )
     return frame_output(pairs, threshold=settings.similarity_threshold)
 
@@ -98,17 +99,20 @@ def similar_pairs(
 def image_base_scores(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    feature_matrix: pd.DataFrame,
-    cluster_assignments: pd.DataFrame,
-    similar_pairs: pd.DataFrame,
-) -> dg.Output[pd.DataFrame]:
+    feature_matrix: Frame,
+    cluster_assignments: Frame,
+    similar_pairs: Frame,
+) -> dg.Output[Frame]:
+    from imgrank_dagster.core.features.embeddings import embedding_matrix
+    from imgrank_dagster.core.ranking import study
+
     settings = imgrank.collection(context.partition_key).scoring
     base = study.base_scores(
         feature_matrix,
         embedding_matrix(feature_matrix),
         cluster_assignments,
         similar_pairs,
-        settings,
+        **settings.base_scores_params,
     )
     punished = int((base["uniqueness_punishment"] < 1).sum())
     return frame_output(
@@ -125,7 +129,10 @@ def image_base_scores(
     "reused by every re-rank of the coverage strategy.",
     code_version="2",  # 2: neighbour_rows, so a re-rank reads positions instead of ids
 )
-def neighbour_graph(feature_matrix: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def neighbour_graph(feature_matrix: Frame) -> dg.Output[Frame]:
+    from imgrank_dagster.core.features.embeddings import embedding_matrix
+    from imgrank_dagster.core.ranking.neighbours import build_neighbour_graph
+
     graph = build_neighbour_graph(
         embedding_matrix(feature_matrix),
         image_ids=feature_matrix["image_id"].tolist(),
@@ -141,12 +148,14 @@ def neighbour_graph(feature_matrix: pd.DataFrame) -> dg.Output[pd.DataFrame]:
 def cluster_metrics(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    cluster_assignments: pd.DataFrame,
-    labeled_images: pd.DataFrame,
-) -> dg.Output[pd.DataFrame]:
+    cluster_assignments: Frame,
+    labeled_images: Frame,
+) -> dg.Output[Frame]:
+    from imgrank_dagster.core.ranking import scores
+
     settings = imgrank.collection(context.partition_key).scoring
-    metrics = scoring.cluster_metrics(
-        cluster_assignments, set(labeled_images["image_id"]), settings
+    metrics = scores.cluster_metrics(
+        cluster_assignments, set(labeled_images["image_id"]), **settings.priority_params
     )
     groups = metrics["priority_group"].value_counts().sort_index()
     return frame_output(
@@ -168,13 +177,18 @@ def cluster_metrics(
 def image_scores(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    image_base_scores: pd.DataFrame,
-    similar_pairs: pd.DataFrame,
-    labeled_images: pd.DataFrame,
-) -> dg.Output[pd.DataFrame]:
+    image_base_scores: Frame,
+    similar_pairs: Frame,
+    labeled_images: Frame,
+) -> dg.Output[Frame]:
+    from imgrank_dagster.core.ranking import study
+
     settings = imgrank.collection(context.partition_key).scoring
     scores = study.label_scores(
-        image_base_scores, similar_pairs, set(labeled_images["image_id"]), settings
+        image_base_scores,
+        similar_pairs,
+        set(labeled_images["image_id"]),
+        **settings.label_scores_params,
     )
     return frame_output(
         scores,
@@ -189,8 +203,10 @@ def image_scores(
     )
 
 
-def _top_with_thumbnails(ranking: pd.DataFrame, image_root: Path, count: int = 20) -> str:
+def _top_with_thumbnails(ranking: Frame, image_root: Path, count: int = 20) -> str:
     """The top of the ranking as markdown, each row with a small inline thumbnail."""
+    from imgrank_dagster.core.views.report import thumbnail_data_uri
+
     top = ranking.head(count)[["rank", "image_id", "score", "region", "priority_group", "reason"]]
     uris = [
         thumbnail_data_uri(image_root / path, TOP_THUMBNAIL_PX) if isinstance(path, str) else None
@@ -201,49 +217,44 @@ def _top_with_thumbnails(ranking: pd.DataFrame, image_root: Path, count: int = 2
     return top.to_markdown(index=False)
 
 
-RANKING_CHECKS = {
-    "ranks_run_1_to_n": "Ranks run 1..N without gaps.",
-    "every_unlabelled_image_once": "Every accepted unlabelled image appears exactly once.",
-    "no_labelled_or_rejected_image": "No labelled or rejected image is ranked.",
-    "all_scores_finite": "All scores are finite.",
-}
-
-
 @ranking_asset(
     "The ranked 'label this first' list of accepted unlabelled images, with a readable reason: "
     "by score region, cluster priority group and score (strategy 'study'), or a greedy "
     "coverage order (strategy 'coverage'). Also exported as CSV.",
     ins={
-        "feature_matrix": FEATURE_CONTEXT,
+        "feature_matrix": columns_of("feature_matrix", FEATURE_CONTEXT_COLUMNS),
         "neighbour_graph": columns_of("neighbour_graph", NEIGHBOUR_GRAPH_COLUMNS),
     },
     check_specs=[
-        dg.AssetCheckSpec(name, asset="labeling_priority", description=description)
+        dg.AssetCheckSpec(name, asset=LABELING_PRIORITY, description=description)
         for name, description in RANKING_CHECKS.items()
     ],
 )
 def labeling_priority(
     context: dg.AssetExecutionContext,
     imgrank: ImgrankConfig,
-    image_scores: pd.DataFrame,
-    cluster_metrics: pd.DataFrame,
-    labeled_images: pd.DataFrame,
-    feature_matrix: pd.DataFrame,
-    neighbour_graph: pd.DataFrame,
+    image_scores: Frame,
+    cluster_metrics: Frame,
+    labeled_images: Frame,
+    feature_matrix: Frame,
+    neighbour_graph: Frame,
 ):
+    from imgrank_dagster.core.files import write_csv_atomically
+    from imgrank_dagster.core.ranking import strategies
+    from imgrank_dagster.core.ranking.checks import ranking_problems
+
     collection = imgrank.collection(context.partition_key)
+    labelled = set(labeled_images["image_id"])
     ranking = strategies.rank(
         collection.strategy,
         image_scores,
         cluster_metrics,
         feature_matrix,
-        set(labeled_images["image_id"]),
-        collection.scoring,
-        neighbour_graph,
+        labelled,
+        neighbour_graph=neighbour_graph,
+        **collection.scoring.region_params,
     )
-    problems = ranking_problems(
-        ranking, set(feature_matrix["image_id"]), set(labeled_images["image_id"])
-    )
+    problems = ranking_problems(ranking, set(feature_matrix["image_id"]), labelled)
     export = imgrank.exports_dir(collection.name) / RANKING_EXPORT_NAME
     if not any(problems.values()):
         # A ranking that breaks an invariant never replaces the spreadsheet people work from.

@@ -1,11 +1,17 @@
 import dagster as dg
 
-from imgrank_dagster.defs.ranking.features import RANKING_GROUP
-from imgrank_dagster.partitions import collection_partitions
+from imgrank_dagster.lib.names import (
+    FEATURES_GROUP,
+    LABELS_GROUP,
+    RANK_COLLECTION_JOB,
+    RANKING_GROUP,
+)
+from imgrank_dagster.lib.partitions import collection_partitions
 
 rank_collection_job = dg.define_asset_job(
-    "rank_collection",
-    selection=dg.AssetSelection.groups(RANKING_GROUP),
+    RANK_COLLECTION_JOB,
+    selection=dg.AssetSelection.groups(FEATURES_GROUP, LABELS_GROUP, RANKING_GROUP),
     partitions_def=collection_partitions,
-    description="Rank one collection from its ingested sequences: features to final ranking.",
+    description="Rank one collection from its ingested sequences: the image catalog and "
+    "feature matrix, the labelled set, clusters, scores, the neighbour graph and the ranking.",
 )

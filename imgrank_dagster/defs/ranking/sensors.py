@@ -4,28 +4,19 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
-from imgrank_dagster.core.collections import SEQUENCE_KEY_SEPARATOR, CollectionConfigError
+from imgrank_dagster.core.config import CollectionConfigError
+from imgrank_dagster.core.config.keys import collection_of
 from imgrank_dagster.defs.ranking.jobs import rank_collection_job
-from imgrank_dagster.partitions import collection_partitions
-from imgrank_dagster.resources import ImgrankConfig
+from imgrank_dagster.lib.names import FEATURE_MATRIX, IMAGE_FEATURES, PARTITION_TAG, TRIGGER_TAG
+from imgrank_dagster.lib.partitions import collection_partitions
+from imgrank_dagster.lib.resources import ImgrankConfig
 
-IMAGE_FEATURES = dg.AssetKey("image_features")
-FEATURE_MATRIX = dg.AssetKey("feature_matrix")
-PARTITION_TAG = "dagster/partition"
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-
-
-def collection_of(partition_key: str) -> str:
-    """ "<collection>" of "<collection>" or "<collection>.<sequence>" (names have no dot).
-
-    Never raises: a stray key added by hand in the UI must not stop the sensor.
-    """
-    return partition_key.split(SEQUENCE_KEY_SEPARATOR, 1)[0]
 
 
 def collections_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
@@ -93,7 +84,7 @@ def rank_after_ingestion_sensor(
             partition_key=name,
             # One run per batch of features: the newest features event names the batch.
             run_key=f"{name}:features:{features[name]}",
-            tags={"imgrank/trigger": "rank_after_ingestion_sensor"},
+            tags={TRIGGER_TAG: "rank_after_ingestion_sensor"},
         )
         for name in stale
         if name not in busy

@@ -1,0 +1,29 @@
+"""Configuration: the collections file and the names of collections and sequences."""
+
+from imgrank_dagster.core.config.collections import (
+    STRATEGIES,
+    BoundingBox,
+    Collection,
+    CollectionConfigError,
+    FolderSource,
+    GeoPoint,
+    KartaViewSource,
+    ScoringSettings,
+    Strategy,
+    load_collections,
+    parse_collections,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "BoundingBox",
+    "Collection",
+    "CollectionConfigError",
+    "FolderSource",
+    "GeoPoint",
+    "KartaViewSource",
+    "ScoringSettings",
+    "Strategy",
+    "load_collections",
+    "parse_collections",
+]

@@ -1,0 +1,1 @@
+"""Features: fastdup embeddings and image statistics, and the collection's image catalog."""

@@ -1,0 +1,101 @@
+"""fastdup embeddings and image statistics for a list of image files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EMBEDDING_DIM = 576
+# fastdup's img_stats column -> ours.
+STAT_COLUMNS = {
+    "blur": "blur",
+    "mean": "brightness",
+    "contrast": "contrast",
+    "min": "min_value",
+    "max": "max_value",
+    "stdv": "std",
+    "img_w": "width",
+    "img_h": "height",
+}
+FEATURE_COLUMNS = ["image_id", "status", "error", "embedding", *STAT_COLUMNS.values()]
+
+
+def empty_features() -> pd.DataFrame:
+    frame = pd.DataFrame({column: pd.Series(dtype="object") for column in FEATURE_COLUMNS})
+    for column in STAT_COLUMNS.values():
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.DataFrame:
+    """Run fastdup once over the files: one row per image id, `failed` with fastdup's code.
+
+    fastdup works in a temporary directory that is removed afterwards.
+    """
+    if len(image_ids) != len(files):
+        raise ValueError(f"{len(image_ids)} image ids but {len(files)} files")
+    if not files:
+        return empty_features()
+    import fastdup
+
+    paths = [str(Path(file).resolve()) for file in files]
+    if len(set(paths)) != len(paths):
+        raise ValueError("the same file is listed twice")
+    id_by_path = dict(zip(paths, image_ids, strict=True))
+    # fastdup prints banners and progress bars; they are noise in a run log.
+    with (
+        tempfile.TemporaryDirectory(prefix="imgrank-fastdup-") as work_dir,
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        dataset = fastdup.create(work_dir=work_dir, input_dir=os.path.commonpath(paths))
+        dataset.run(
+            annotations=pd.DataFrame({"filename": paths}),
+            overwrite=True,
+            verbose=False,
+            print_summary=False,
+        )
+        embedded_files, embeddings = dataset.embeddings()
+        stats = dataset.img_stats()
+        invalid = dataset.invalid_instances()
+    embedding_by_path = {
+        str(Path(name).resolve()): vector
+        for name, vector in zip(
+            embedded_files, np.asarray(embeddings, dtype=np.float32), strict=True
+        )
+    }
+    stats = stats.assign(filename=stats["filename"].map(lambda n: str(Path(n).resolve())))
+    stats_by_path = stats.set_index("filename")[list(STAT_COLUMNS)].rename(columns=STAT_COLUMNS)
+    error_by_path: dict[str, str] = {}
+    if invalid is not None and len(invalid):
+        error_by_path = {
+            str(Path(name).resolve()): str(code)
+            for name, code in zip(invalid["filename"], invalid["error_code"], strict=True)
+        }
+    rows = []
+    for path in paths:
+        vector = embedding_by_path.get(path)
+        ok = vector is not None and path in stats_by_path.index and np.isfinite(vector).all()
+        row: dict[str, object] = {
+            "image_id": id_by_path[path],
+            "status": "ok" if ok else "failed",
+            "error": "" if ok else error_by_path.get(path, "no embedding returned by fastdup"),
+            "embedding": vector if ok else None,
+        }
+        for column in STAT_COLUMNS.values():
+            row[column] = float(stats_by_path.at[path, column]) if ok else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+
+
+def embedding_matrix(features: pd.DataFrame) -> np.ndarray:
+    """The N x D float32 matrix of an `embedding` list column."""
+    if features.empty:
+        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    return np.stack(features["embedding"].to_numpy()).astype(np.float32, copy=False)

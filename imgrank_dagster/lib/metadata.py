@@ -1,0 +1,64 @@
+"""What every asset shows in the Dagster UI beyond what the IO manager records."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from imgrank_dagster.lib.io_manager import DATA_VERSION_METADATA
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def frame_output(
+    frame: pd.DataFrame, data_version: str | None = None, **metadata: Any
+) -> dg.Output[Any]:
+    """Return a frame with its data version (a content hash unless given) and metadata."""
+    from imgrank_dagster.lib.parquet import frame_data_version
+
+    version = data_version or frame_data_version(frame)
+    return dg.Output(
+        frame,
+        data_version=dg.DataVersion(version),
+        metadata={DATA_VERSION_METADATA: dg.MetadataValue.text(version), **metadata},
+    )
+
+
+def partitions_output(frames: dict[str, pd.DataFrame], **metadata: Any) -> dg.Output[Any]:
+    """One frame per partition of the run.
+
+    A one-partition run stores the frame with its content version; a run over several
+    partitions stores the dict, and the IO manager gives each partition's file its own version.
+    """
+    if len(frames) == 1:
+        return frame_output(next(iter(frames.values())), **metadata)
+    return dg.Output(frames, metadata=metadata)
+
+
+def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> dg.MetadataValue:
+    rows = [dg.TableRecord({key: str(k), value: int(v)}) for k, v in counts.items()]
+    schema = dg.TableSchema(columns=[dg.TableColumn(key, "string"), dg.TableColumn(value, "int")])
+    return dg.MetadataValue.table(rows, schema=schema)
+
+
+def frame_table(frame: pd.DataFrame, limit: int = 50) -> dg.MetadataValue:
+    """A small frame as a UI table (values as text, so any dtype shows)."""
+    import pandas as pd
+
+    head = frame.head(limit)
+    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), "string") for c in head.columns])
+    rows = [
+        dg.TableRecord({str(c): "" if pd.isna(v) else str(v) for c, v in row.items()})
+        for _, row in head.iterrows()
+    ]
+    return dg.MetadataValue.table(rows, schema=schema)
+
+
+def png_markdown(png: bytes, title: str = "") -> dg.MetadataValue:
+    """A PNG the UI renders inline in markdown."""
+    encoded = base64.b64encode(png).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")

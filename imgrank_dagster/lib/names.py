@@ -1,0 +1,58 @@
+"""Names that the Dagster layer, the CLI, the benchmarks and the tests share: one spelling each.
+
+Asset keys are the asset functions' names; a test checks that every key here is an asset.
+"""
+
+import dagster as dg
+
+# Asset groups, one per folder of imgrank_dagster/defs/.
+KARTAVIEW_GROUP = "kartaview"
+INGESTION_GROUP = "ingestion"
+FEATURES_GROUP = "features"
+LABELS_GROUP = "labels"
+RANKING_GROUP = "ranking"
+VIEWS_GROUP = "views"
+
+# Asset keys, in pipeline order.
+KARTAVIEW_SEQUENCES = dg.AssetKey("kartaview_sequences")
+RAW_IMAGE_SEQUENCES = dg.AssetKey("raw_image_sequences")
+IMAGE_FEATURES = dg.AssetKey("image_features")
+COLLECTION_IMAGES = dg.AssetKey("collection_images")
+FEATURE_MATRIX = dg.AssetKey("feature_matrix")
+LABELED_IMAGES = dg.AssetKey("labeled_images")
+CLUSTER_ASSIGNMENTS = dg.AssetKey("cluster_assignments")
+SIMILAR_PAIRS = dg.AssetKey("similar_pairs")
+NEIGHBOUR_GRAPH = dg.AssetKey("neighbour_graph")
+IMAGE_BASE_SCORES = dg.AssetKey("image_base_scores")
+CLUSTER_METRICS = dg.AssetKey("cluster_metrics")
+IMAGE_SCORES = dg.AssetKey("image_scores")
+LABELING_PRIORITY = dg.AssetKey("labeling_priority")
+EMBEDDING_MAP = dg.AssetKey("embedding_map")
+RANKING_REPORT = dg.AssetKey("ranking_report")
+FIFTYONE_DATASET = dg.AssetKey("fiftyone_dataset")
+
+# Jobs.
+DISCOVER_KARTAVIEW_JOB = "discover_kartaview"
+INGEST_SEQUENCES_JOB = "ingest_sequences"
+RANK_COLLECTION_JOB = "rank_collection"
+APPLY_LABELS_JOB = "apply_labels"
+REFRESH_VIEWS_JOB = "refresh_views"
+
+# Concurrency pool of the steps that run fastdup (one at a time: it uses every core).
+FASTDUP_POOL = "fastdup"
+
+# Run tags: imgrank's own, and the Dagster run tags imgrank reads or sets.
+TRIGGER_TAG = "imgrank/trigger"  # which sensor or schedule requested the run
+COLLECTION_TAG = "imgrank/collection"
+LABELLED_SET_TAG = "imgrank/labelled_set"  # hash of the labelled set a label run applies
+PARTITION_TAG = "dagster/partition"
+# A run over a range of partitions (what a single-run backfill launches).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+# Files under <data dir>/exports/<collection>/.
+RANKING_EXPORT_NAME = "all_score_after_rank.csv"  # the study's file name
+REPORT_DIR = "report"
+REPORT_INDEX = "index.html"
+# FiftyOne's database under the data folder, unless FIFTYONE_DATABASE_DIR says otherwise.
+FIFTYONE_DB_DIR = "fiftyone/db"

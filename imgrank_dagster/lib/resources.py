@@ -1,0 +1,54 @@
+"""Resources shared by every domain: where things live, and the one IO manager."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from imgrank_dagster.core.config import Collection, CollectionConfigError, load_collections
+from imgrank_dagster.lib.io_manager import ParquetIOManager
+from imgrank_dagster.lib.names import FIFTYONE_DB_DIR
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("IMGRANK_DATA_DIR", Path.cwd() / "data")).resolve()
+
+
+class ImgrankConfig(dg.ConfigurableResource):
+    """Where the collections file and the exports are."""
+
+    data_dir: str
+
+    @property
+    def collections_file(self) -> Path:
+        return Path(self.data_dir) / "collections.yaml"
+
+    def collections(self) -> dict[str, Collection]:
+        return load_collections(self.collections_file)
+
+    def collection(self, name: str) -> Collection:
+        collections = self.collections()
+        if name not in collections:
+            raise CollectionConfigError(
+                f"{self.collections_file}: no collection named {name!r} "
+                f"(known: {', '.join(sorted(collections))})"
+            )
+        return collections[name]
+
+    def exports_dir(self, collection: str) -> Path:
+        return Path(self.data_dir) / "exports" / collection
+
+    @property
+    def fiftyone_database_dir(self) -> Path:
+        return Path(self.data_dir) / FIFTYONE_DB_DIR
+
+
+def build_resources(data_dir: Path | None = None, warehouse: str | None = None) -> dict:
+    data_dir = data_dir or default_data_dir()
+    warehouse = warehouse or os.environ.get("IMGRANK_WAREHOUSE", str(data_dir / "warehouse"))
+    return {
+        "imgrank": ImgrankConfig(data_dir=str(data_dir)),
+        "io_manager": ParquetIOManager(base_path=warehouse),
+    }
