@@ -1,29 +1,253 @@
-"""The imgrank command line: `python -m imgrank_dagster.cli COMMAND`.
+"""The imgrank command line (`imgrank COMMAND`, or `python -m imgrank_dagster.cli COMMAND`).
 
-`app`: the FiftyOne App on a ranked collection (`make app`), its views refreshed first.
-`demo`, `demo-kartaview`: the development demos (imgrank_dagster.devtools.demos).
+    imgrank add NAME PATH [--labels FILE] [--strategy coverage|study]   a folder of your own
+    imgrank rank NAME [--top N]        ingest what is missing, rank, write the CSV and report
+    imgrank status [NAME]              sequences, images, last ranking, labels
+    imgrank app [NAME]                 the FiftyOne App on a ranked collection
+    imgrank demo | demo-kartaview      the development demos (imgrank_dagster.devtools)
 
-Runs go through the same jobs and the same Dagster instance (`DAGSTER_HOME`) as the UI, so
-everything a command does is visible afterwards in `make ui`.
+Every command goes through the same jobs and the same Dagster instance as the UI (DAGSTER_HOME,
+default <data dir>/dagster_home), so everything it does shows in `make ui` afterwards. The data
+folder is IMGRANK_DATA_DIR, default ./data.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from imgrank_dagster.definitions import build_definitions
-from imgrank_dagster.lib.names import LABELING_PRIORITY, REFRESH_VIEWS_JOB, REPORT_DIR, REPORT_INDEX
-from imgrank_dagster.lib.resources import build_resources, default_data_dir
-from imgrank_dagster.lib.runs import run_job
+from imgrank_dagster.core.config import STRATEGIES, CollectionConfigError
+from imgrank_dagster.definitions import PROJECT_ROOT, build_definitions
+from imgrank_dagster.lib.names import (
+    EMBEDDING_MAP,
+    LABELING_PRIORITY,
+    RANK_COLLECTION_JOB,
+    RANKING_EXPORT_NAME,
+    RANKING_REPORT,
+    REFRESH_VIEWS_JOB,
+    REPORT_DIR,
+    REPORT_INDEX,
+)
+from imgrank_dagster.lib.resources import ImgrankConfig, build_resources, default_data_dir
+from imgrank_dagster.lib.runs import ingest_collection, register_partitions, run_job
 
 DEMO_COLLECTION = "demo"
 APP_ADDRESS = "127.0.0.1"
+# Runs started from a terminal log only errors: progress bars and a summary say the rest.
+QUIET = "ERROR"
+
+
+class Progress:
+    """One terminal progress bar per run: steps done / steps, the step running, elapsed time."""
+
+    def __init__(self, title: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=1, desc=title, unit="step", leave=True, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int, step: str) -> None:
+        self._bar.total = max(total, done, 1)
+        self._bar.n = done
+        self._bar.set_postfix_str(step, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _instance() -> dg.DagsterInstance:
+    """The instance of DAGSTER_HOME: <data dir>/dagster_home unless set, created on first use
+    with the project's dagster.yaml."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(default_data_dir() / "dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    template = PROJECT_ROOT / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and template.is_file():
+        shutil.copyfile(template, home / "dagster.yaml")
+    return dg.DagsterInstance.get()
+
+
+def _fail(message: str) -> int:
+    print(f"imgrank: {message}", file=sys.stderr)
+    return 1
+
+
+# --- add ----------------------------------------------------------------------------------------
+
+
+def run_add(
+    name: str,
+    path: Path,
+    labels: Path | None,
+    strategy: str,
+    gap_s: float | None,
+    sidecars: list[Path],
+) -> int:
+    from imgrank_dagster.core.config.collections import add_collection
+    from imgrank_dagster.core.sources import SourceError, discover
+
+    imgrank = ImgrankConfig(data_dir=str(default_data_dir()))
+    folder = path.expanduser().resolve()
+    if not folder.is_dir():
+        return _fail(f"{folder}: not a folder")
+    source: dict[str, Any] = {"type": "folder", "path": str(folder)}
+    if gap_s is not None:
+        source["sequence_gap_s"] = gap_s
+    if sidecars:
+        source["sidecars"] = [str(sidecar.expanduser().resolve()) for sidecar in sidecars]
+    if labels is None:
+        labels_path = Path(imgrank.data_dir) / "labels" / name
+        labels_path.mkdir(parents=True, exist_ok=True)
+    else:
+        labels_path = labels.expanduser().resolve()
+    entry = {"source": source, "labels": str(labels_path), "strategy": strategy}
+    try:
+        collection = add_collection(imgrank.collections_file, name, entry)
+        found = discover(collection)
+    except (CollectionConfigError, SourceError) as error:
+        return _fail(str(error))
+    for note in found.notes:
+        print(f"note: {note}")
+    if not found.sequence_ids:
+        print(f"added {name!r} to {imgrank.collections_file}, but it holds no image yet")
+        return 0
+    problems = register_partitions(_instance(), [collection])
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(
+        f"added {name!r} to {imgrank.collections_file}: {len(found.sequence_ids)} sequence(s) "
+        f"in {folder}; labels in {labels_path}\nnext: imgrank rank {name}"
+    )
+    return 0
+
+
+# --- rank ---------------------------------------------------------------------------------------
+
+
+def run_rank(name: str, top: int) -> int:
+    from imgrank_dagster.lib.runs import unembedded_sequences
+    from imgrank_dagster.lib.status import collection_status
+
+    data_dir = default_data_dir()
+    resources = build_resources(data_dir=data_dir)
+    definitions = build_definitions(resources)
+    imgrank: ImgrankConfig = resources["imgrank"]
+    try:
+        collection = imgrank.collection(name)
+    except CollectionConfigError as error:
+        return _fail(str(error))
+    instance = _instance()
+    for problem in register_partitions(instance, imgrank.collections().values()):
+        if problem.startswith(f"{name}:") or collection.image_root.as_posix() in problem:
+            print(f"note: {problem}")
+    started = time.perf_counter()
+    pending = unembedded_sequences(instance, name)
+    if pending:
+        print(f"ingesting and embedding {len(pending)} sequence(s) of {name}:")
+        bar = Progress("ingest")
+        failed = ingest_collection(
+            definitions, instance, name, report=lambda _: None, log_level=QUIET, progress=bar
+        )
+        bar.close()
+        if failed:
+            print(f"{len(failed)} sequence(s) failed and are left out: {', '.join(failed)}")
+    bar = Progress("rank")
+    result = run_job(
+        definitions, instance, RANK_COLLECTION_JOB, name, log_level=QUIET, progress=bar
+    )
+    bar.close()
+    if not result.success:
+        return _fail(f"ranking {name} failed: see the run {result.run_id} in the Dagster UI")
+    bar = Progress("report")
+    report_result = dg.materialize(
+        list(definitions.assets or []),
+        selection=[EMBEDDING_MAP, RANKING_REPORT],
+        partition_key=name,
+        instance=instance,
+        resources=resources,
+        run_config={"loggers": {"console": {"config": {"log_level": QUIET}}}},
+        raise_on_error=False,
+    )
+    bar(2, 2, "ranking_report")
+    bar.close()
+    _print_ranking(imgrank, name, top)
+    status = collection_status(collection, instance, resources["io_manager"].open())
+    left_out = {key: count for key, count in status.images.items() if key != "ok"}
+    if left_out:
+        counts = ", ".join(f"{count} {key}" for key, count in sorted(left_out.items()))
+        print(f"left out: {counts} (reasons in the report and in collection_images)")
+    report = imgrank.exports_dir(name) / REPORT_DIR / REPORT_INDEX
+    print(f"\nranking (CSV): {imgrank.exports_dir(name) / RANKING_EXPORT_NAME}")
+    if report_result.success:
+        print(f"HTML report:   {report}")
+    else:
+        print("HTML report:   not written (see the run in the Dagster UI)", file=sys.stderr)
+    print(f"FiftyOne App:  imgrank app {name}")
+    print(f"took {time.perf_counter() - started:.1f} s; the runs are in the Dagster UI (make ui)")
+    return 0
+
+
+def _print_ranking(imgrank: ImgrankConfig, name: str, top: int) -> None:
+    import pandas as pd
+
+    ranking = pd.read_csv(imgrank.exports_dir(name) / RANKING_EXPORT_NAME)
+    print(f"\nTop {min(top, len(ranking))} of {len(ranking)} images to label next:")
+    for row in ranking.head(top).itertuples():
+        print(f"  {row.rank:>4}. {row.image_id:<28} {row.reason}")
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def run_status(name: str | None) -> int:
+    from imgrank_dagster.lib.status import collection_status
+
+    resources = build_resources(data_dir=default_data_dir())
+    imgrank: ImgrankConfig = resources["imgrank"]
+    try:
+        collections = imgrank.collections()
+    except CollectionConfigError as error:
+        return _fail(str(error))
+    if name is not None and name not in collections:
+        return _fail(f"no collection named {name!r} (known: {', '.join(sorted(collections))})")
+    instance = _instance()
+    warehouse = resources["io_manager"].open()
+    for collection in [collections[name]] if name else collections.values():
+        status = collection_status(collection, instance, warehouse)
+        print(f"{status.name} ({collection.source.type}, strategy {collection.strategy})")
+        print(f"  sequences:  {status.sequences} registered, {status.sequences_embedded} embedded")
+        images = ", ".join(f"{count} {key}" for key, count in sorted(status.images.items()))
+        print(f"  images:     {images or 'no image catalog yet'}")
+        if status.ranked_at is None:
+            print(f"  ranking:    none yet (imgrank rank {status.name})")
+        else:
+            when = status.ranked_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            print(f"  ranking:    {status.ranked_images} images, {when}")
+        labels = status.labels
+        if labels:
+            print(
+                f"  labels:     {labels.get('labelled', 0)} matched, "
+                f"{labels.get('unknown', 0)} unknown, {labels.get('ambiguous', 0)} ambiguous"
+                + (
+                    f" (e.g. {', '.join(labels['unknown_examples'][:3])})"
+                    if labels.get("unknown")
+                    else ""
+                )
+            )
+        for note in status.notes:
+            print(f"  note:       {note}")
+    return 0
+
+
+# --- app ----------------------------------------------------------------------------------------
 
 
 def run_app(collection: str, port: int) -> int:
@@ -32,24 +256,20 @@ def run_app(collection: str, port: int) -> int:
     resources = build_resources(data_dir=default_data_dir())
     definitions = build_definitions(resources)
     imgrank = resources["imgrank"]
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     if collection not in instance.get_materialized_partitions(LABELING_PRIORITY):
-        print(
-            f"collection {collection!r} is not ranked yet: run `make demo` (or rank it in the "
-            "Dagster UI) first",
-            file=sys.stderr,
+        return _fail(
+            f"collection {collection!r} is not ranked yet: run `imgrank rank {collection}` "
+            "(or `make demo` for the demo) first"
         )
-        return 1
     if fiftyone_dataset.port_in_use(APP_ADDRESS, port):
-        print(f"port {port} on {APP_ADDRESS} is in use: pass --port", file=sys.stderr)
-        return 1
+        return _fail(f"port {port} on {APP_ADDRESS} is in use: pass --port")
     fiftyone_dataset.use_database_dir(imgrank.fiftyone_database_dir)
     # The views follow the newest ranking: a refresh is cheap when nothing changed (the
     # FiftyOne dataset is updated in place, the report reuses its thumbnails).
     print(f"refreshing the views of {collection} (embedding map, report, FiftyOne dataset) ...")
     if not run_job(definitions, instance, REFRESH_VIEWS_JOB, collection).success:
-        print("refresh_views failed: see the run in the Dagster UI", file=sys.stderr)
-        return 1
+        return _fail("refresh_views failed: see the run in the Dagster UI")
     report = imgrank.exports_dir(collection) / REPORT_DIR / REPORT_INDEX
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
@@ -59,8 +279,7 @@ def run_app(collection: str, port: int) -> int:
     )
     try:
         if not fiftyone_dataset.wait_until_serving(APP_ADDRESS, port):
-            print("the FiftyOne App did not start within 60 s", file=sys.stderr)
-            return 1
+            return _fail("the FiftyOne App did not start within 60 s")
         print(
             f"\nFiftyOne App: http://{APP_ADDRESS}:{port}/  (dataset {collection!r}, saved "
             f"view {fiftyone_dataset.LABEL_NEXT_VIEW!r}: unlabelled images by rank)"
@@ -76,9 +295,61 @@ def run_app(collection: str, port: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imgrank", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+# --- the parser ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgrank",
+        description="Rank street-level images so a labelling team annotates the most useful "
+        "ones first.",
+        epilog="Data folder: IMGRANK_DATA_DIR (default ./data); Dagster instance: DAGSTER_HOME "
+        "(default <data folder>/dagster_home).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = commands.add_parser(
+        "add",
+        help="add a folder of images as a collection (sub-folders are sequences; images "
+        "directly in it are split into sequences by capture time)",
+    )
+    add.add_argument("name", help="the collection's name: lower-case letters, digits, - and _")
+    add.add_argument("path", type=Path, help="the folder of images")
+    add.add_argument(
+        "--labels", type=Path, help="a label file or folder (default <data>/labels/NAME/)"
+    )
+    add.add_argument("--strategy", choices=STRATEGIES, default="coverage")
+    add.add_argument(
+        "--gap",
+        type=float,
+        dest="gap_s",
+        help="seconds between two captures that start a new sequence (default 300)",
+    )
+    add.add_argument(
+        "--sidecar",
+        type=Path,
+        action="append",
+        default=[],
+        dest="sidecars",
+        help="a CSV or GeoJSON with file names, lat/lon, time, heading (repeatable; sidecars "
+        "inside the folder are found on their own)",
+    )
+    rank = commands.add_parser(
+        "rank", help="ingest what is missing, rank, write the CSV and the HTML report"
+    )
+    rank.add_argument("name")
+    rank.add_argument("--top", type=int, default=10, help="how many of the top to print")
+    status = commands.add_parser(
+        "status", help="sequences, images, the last ranking and the labels of the collections"
+    )
+    status.add_argument("name", nargs="?")
+    app = commands.add_parser(
+        "app",
+        help="open the FiftyOne App on a ranked collection (its views refreshed first); "
+        "Ctrl-C stops it",
+    )
+    app.add_argument("name", nargs="?", help=f"the collection (default {DEMO_COLLECTION})")
+    app.add_argument("--collection", help=argparse.SUPPRESS)  # the older spelling
+    app.add_argument("--port", type=int, default=5151)
     demo = commands.add_parser("demo", help="generate, ingest and rank the demo collection")
     demo.add_argument("--images", type=int, default=600)
     demo.add_argument("--seed", type=int, default=0)
@@ -89,18 +360,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     kartaview.add_argument("--sequences", type=int, default=4)
     kartaview.add_argument("--photos", type=int, default=12, help="photos per sequence")
-    app = commands.add_parser(
-        "app",
-        help="open the FiftyOne App on a ranked collection (builds its dataset and report "
-        "first when they are missing or older than the ranking); Ctrl-C stops it",
-    )
-    app.add_argument("--collection", default=DEMO_COLLECTION)
-    app.add_argument("--port", type=int, default=5151)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    if not os.environ.get("DAGSTER_HOME"):
-        parser.error("set DAGSTER_HOME to an absolute folder (make demo does this)")
+    if args.command == "add":
+        return run_add(args.name, args.path, args.labels, args.strategy, args.gap_s, args.sidecars)
+    if args.command == "rank":
+        if args.top < 0:
+            parser.error("--top must be 0 or more")
+        return run_rank(args.name, args.top)
+    if args.command == "status":
+        return run_status(args.name)
     if args.command == "app":
-        return run_app(args.collection, args.port)
+        return run_app(args.name or args.collection or DEMO_COLLECTION, args.port)
+    _instance()  # DAGSTER_HOME for the demos
     from imgrank_dagster.devtools import demos
 
     if args.command == "demo-kartaview":

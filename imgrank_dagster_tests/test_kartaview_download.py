@@ -48,7 +48,9 @@ def fake() -> Iterator[FakeKartaView]:
 
 def make_client(fake: FakeKartaView, sleep: RecordingSleep | None = None, **options: object):
     settings: dict[str, object] = {
-        "timeout": (2.0, 0.5),
+        # A read timeout that a loaded machine never hits by accident; the test of a slow
+        # response sets a short one.
+        "timeout": (2.0, 5.0),
         "max_retries": 2,
         "requests_per_second": 1e6,  # 1 µs apart: never waits between real round trips
         "backoff_base_s": 0.01,
@@ -198,7 +200,8 @@ def test_transient_image_failures_are_retried_and_land_once(
 ) -> None:
     flaky = photo_ids(fake)[4]
     fake.add_fault(photo_id=flaky, times=1, **fault)
-    frame = download_sequence(make_client(fake), fake.sequence_ids()[0], tmp_path)
+    client = make_client(fake, timeout=(2.0, 0.5)) if "delay_s" in fault else make_client(fake)
+    frame = download_sequence(client, fake.sequence_ids()[0], tmp_path)
     assert set(frame["status"]) == {"ok"}
     assert fake.image_hits(flaky, {"lth"}) == 2 and fake.image_hits(flaky, {"proc"}) == 0
     path = tmp_path / frame.set_index("photo_id").loc[flaky, "path"]

@@ -38,7 +38,7 @@ def unregistered_partitions(
 
     KartaView sequences are not listed here: discovering them is a run of its own.
     """
-    from imgrank_dagster.core.sources import SourceError, discover_sequences
+    from imgrank_dagster.core.sources import SourceError, discover
 
     known_collections = set(instance.get_dynamic_partitions(collection_partitions.name))
     known_sequences = set(instance.get_dynamic_partitions(sequence_partitions.name))
@@ -51,11 +51,12 @@ def unregistered_partitions(
         if not isinstance(collection.source, FolderSource):
             continue
         try:
-            sequence_ids = discover_sequences(collection)
+            found = discover(collection)
         except SourceError as error:
             problems.append(str(error))
             continue
-        for sequence_id in sequence_ids:
+        problems.extend(f"{collection.name}: {note}" for note in found.notes)
+        for sequence_id in found.sequence_ids:
             key = sequence_key(collection.name, sequence_id)
             if key not in known_sequences:
                 added_sequences.append(key)

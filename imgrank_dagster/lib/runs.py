@@ -7,7 +7,10 @@ all of it shows in the UI afterwards. Only public Dagster APIs: `execute_in_proc
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 
 import dagster as dg
@@ -26,9 +29,6 @@ from imgrank_dagster.lib.partitions import (
     unregistered_partitions,
 )
 
-# Runs started here log their progress lines and warnings, not every Dagster event.
-INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
 
 def register_partitions(
     instance: dg.DagsterInstance, collections: Iterable[Collection]
@@ -40,21 +40,79 @@ def register_partitions(
     return problems
 
 
+# (steps finished, steps in the job, the step running or just finished)
+StepProgress = Callable[[int, int, str], None]
+
+
+def _logs(level: str) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
+class _StepWatcher:
+    """Reports a run's step events while it executes in this thread (polls the instance)."""
+
+    def __init__(
+        self, instance: dg.DagsterInstance, run_id: str, total: int, report: StepProgress
+    ) -> None:
+        self._instance, self._run_id, self._total, self._report = instance, run_id, total, report
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._done = 0
+
+    def __enter__(self) -> _StepWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+
+    def _poll(self) -> None:
+        kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+        kinds.add(dg.DagsterEventType.STEP_FAILURE)
+        try:
+            events = self._instance.all_logs(self._run_id, of_type=kinds)
+        except Exception:  # the run may not exist yet
+            return
+        finished = [e for e in events if e.dagster_event_type != dg.DagsterEventType.STEP_START]
+        if events and (len(finished) != self._done or events[-1].step_key):
+            self._done = len(finished)
+            self._report(self._done, self._total, events[-1].step_key or "")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.3):
+            self._poll()
+
+
 def run_job(
     definitions: dg.Definitions,
     instance: dg.DagsterInstance,
     job_name: str,
-    partition_key: str,
+    partition_key: str | None = None,
     tags: dict[str, str] | None = None,
+    *,
+    log_level: str = "INFO",
+    progress: StepProgress | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """One run of a job for one partition; failures are reported in the result, not raised."""
-    return definitions.resolve_job_def(job_name).execute_in_process(
+    """One run of a job (for one partition, or the range its tags name); failures are in the
+    result, not raised. progress, if given, hears of every step as it starts and ends."""
+    job = definitions.resolve_job_def(job_name)
+    run_id = str(uuid.uuid4())
+    execute = functools.partial(
+        job.execute_in_process,
         instance=instance,
         partition_key=partition_key,
         tags=tags,
-        run_config=INFO_LOGS,
+        run_config=_logs(log_level),
         raise_on_error=False,
+        run_id=run_id,
     )
+    if progress is None:
+        return execute()
+    steps = len(job.asset_layer.executable_asset_keys)
+    with _StepWatcher(instance, run_id, steps, progress):
+        return execute()
 
 
 def unembedded_sequences(instance: dg.DagsterInstance, collection: str) -> list[str]:
@@ -89,6 +147,9 @@ def ingest_collection(
     instance: dg.DagsterInstance,
     collection: str,
     report: Callable[[str], None] = print,
+    *,
+    log_level: str = "INFO",
+    progress: StepProgress | None = None,
 ) -> list[str]:
     """Ingest every sequence of the collection not embedded yet; returns the failed keys.
 
@@ -100,15 +161,17 @@ def ingest_collection(
     size = (policy.max_partitions_per_run if policy else None) or 1
     wanted = set(unembedded_sequences(instance, collection))
     all_keys = instance.get_dynamic_partitions(sequence_partitions.name)
-    job = definitions.resolve_job_def(INGEST_SEQUENCES_JOB)
     failed: list[str] = []
     for keys in partition_ranges(all_keys, wanted, size):
         started = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance,
-            tags={PARTITION_RANGE_START_TAG: keys[0], PARTITION_RANGE_END_TAG: keys[-1]},
-            run_config=INFO_LOGS,
-            raise_on_error=False,
+        tags = {PARTITION_RANGE_START_TAG: keys[0], PARTITION_RANGE_END_TAG: keys[-1]}
+        result = run_job(
+            definitions,
+            instance,
+            INGEST_SEQUENCES_JOB,
+            tags=tags,
+            log_level=log_level,
+            progress=progress,
         )
         status = "ok" if result.success else "FAILED"
         report(

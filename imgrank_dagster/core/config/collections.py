@@ -24,10 +24,15 @@ class _Strict(BaseModel):
 
 
 class FolderSource(_Strict):
-    """A directory of images; each sub-directory is one sequence (capture run)."""
+    """A directory of images: each sub-directory is one sequence (capture run); images
+    directly in it form sequences by capture-time gaps (core/sources/folder.py)."""
 
     type: Literal["folder"]
     path: Path
+    # Images directly in the folder: a new sequence after a capture-time gap this long.
+    sequence_gap_s: float = Field(default=300.0, gt=0)
+    # Sidecar files (CSV or GeoJSON naming the images) beyond those found in the folder.
+    sidecars: list[Path] = Field(default_factory=list)
 
 
 class GeoPoint(_Strict):
@@ -248,7 +253,10 @@ def parse_collections(document: object, path: Path) -> dict[str, Collection]:
 def _with_resolved_paths(collection: Collection, data_dir: Path) -> Collection:
     source = collection.source
     if isinstance(source, FolderSource):
-        source = source.model_copy(update={"path": _resolve(data_dir, source.path)})
+        sidecars = [_resolve(data_dir, sidecar) for sidecar in source.sidecars]
+        source = source.model_copy(
+            update={"path": _resolve(data_dir, source.path), "sidecars": sidecars}
+        )
     elif source.images_dir is not None:
         source = source.model_copy(update={"images_dir": _resolve(data_dir, source.images_dir)})
     return collection.model_copy(
@@ -262,6 +270,12 @@ def _check_paths(path: Path, collection: Collection) -> None:
         raise CollectionConfigError(
             f"{path}: collection {collection.name!r}: source folder {source.path} does not exist"
         )
+    if isinstance(source, FolderSource):
+        for sidecar in source.sidecars:
+            if not sidecar.is_file():
+                raise CollectionConfigError(
+                    f"{path}: collection {collection.name!r}: sidecar {sidecar} does not exist"
+                )
     labels = collection.labels
     # A labels path that does not exist yet means "nothing labelled yet" when its parent
     # exists; a missing parent is almost always a typo.
@@ -282,3 +296,49 @@ def load_collections(path: Path) -> dict[str, Collection]:
     except yaml.YAMLError as error:
         raise CollectionConfigError(f"{path}: not valid YAML: {error}") from None
     return parse_collections(document, path)
+
+
+COLLECTIONS_FILE_HEADER = (
+    "# Collections ranked by imgrank. Relative paths are relative to this file's folder.\n"
+)
+
+
+def add_collection(path: Path, name: str, entry: dict[str, object]) -> Collection:
+    """Add one collection to the collections file (created if missing) and return it.
+
+    The entry is appended as text, so the file's comments and layout stay as they were; the
+    result is validated as a whole before it replaces the file (atomically). A name already
+    in the file, or an entry that does not validate, is an error and changes nothing.
+    """
+    from imgrank_dagster.core.files import write_atomically
+
+    path = Path(path)
+    if not COLLECTION_NAME_PATTERN.match(name):
+        raise CollectionConfigError(
+            f"collection name {name!r} must be lower-case letters, digits, '-' or '_' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if existing.strip():
+        current = load_collections(path)
+        if name in current:
+            raise CollectionConfigError(f"{path}: a collection named {name!r} exists already")
+    block = yaml.safe_dump({name: entry}, sort_keys=False, default_flow_style=False)
+    indented = "".join(f"  {line}\n" for line in block.splitlines())
+    if existing.strip():
+        text = existing if existing.endswith("\n") else existing + "\n"
+        text += indented
+    else:
+        text = COLLECTIONS_FILE_HEADER + "collections:\n" + indented
+    try:
+        document = yaml.safe_load(text)
+        if not isinstance(document, dict) or name not in (document.get("collections") or {}):
+            raise ValueError("the entry did not land under 'collections'")
+    except (yaml.YAMLError, ValueError):
+        # A file whose layout text cannot be appended to (flow style): rewrite it whole.
+        document = yaml.safe_load(existing) if existing.strip() else {"collections": {}}
+        document["collections"] = {**(document.get("collections") or {}), name: entry}
+        text = COLLECTIONS_FILE_HEADER + yaml.safe_dump(document, sort_keys=False)
+    collections = parse_collections(yaml.safe_load(text), path)
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    return collections[name]

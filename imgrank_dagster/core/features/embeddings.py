@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,22 @@ def empty_features() -> pd.DataFrame:
     return frame
 
 
+@contextlib.contextmanager
+def quiet_fastdup() -> Iterator[None]:
+    """Silence fastdup: its banner goes to Python's stderr, its progress bars straight to file
+    descriptor 1 from its C++ core; both are noise in a run log or a terminal."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.DataFrame:
     """Run fastdup once over the files: one row per image id, `failed` with fastdup's code.
 
@@ -49,11 +66,7 @@ def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.Data
     if len(set(paths)) != len(paths):
         raise ValueError("the same file is listed twice")
     id_by_path = dict(zip(paths, image_ids, strict=True))
-    # fastdup prints banners and progress bars; they are noise in a run log.
-    with (
-        tempfile.TemporaryDirectory(prefix="imgrank-fastdup-") as work_dir,
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
+    with tempfile.TemporaryDirectory(prefix="imgrank-fastdup-") as work_dir, quiet_fastdup():
         dataset = fastdup.create(work_dir=work_dir, input_dir=os.path.commonpath(paths))
         dataset.run(
             annotations=pd.DataFrame({"filename": paths}),

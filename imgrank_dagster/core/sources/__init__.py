@@ -6,6 +6,8 @@ source's module is imported when it is used (KartaView's needs an HTTP client).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pandas as pd
 
 from imgrank_dagster.core.config.collections import Collection, FolderSource, KartaViewSource
@@ -13,28 +15,50 @@ from imgrank_dagster.core.sources.base import RAW_COLUMNS, ProgressCallback, Sou
 
 __all__ = [
     "RAW_COLUMNS",
+    "Discovery",
     "ProgressCallback",
     "SourceError",
+    "discover",
     "discover_sequences",
     "ingest_sequence",
 ]
 
 
-def discover_sequences(collection: Collection) -> list[str]:
-    """The sequence ids a collection's source holds now (KartaView: network queries)."""
+@dataclass(frozen=True)
+class Discovery:
+    """The sequence ids a source holds now, and notes for people (empty folders...)."""
+
+    sequence_ids: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def discover(collection: Collection) -> Discovery:
+    """The sequences a collection's source holds now (KartaView: network queries)."""
     source = collection.source
     if isinstance(source, FolderSource):
-        from imgrank_dagster.core.sources.folder import folder_sequences
+        from imgrank_dagster.core.sources.folder import scan_folder
 
-        return list(folder_sequences(collection.image_root))
+        scan = scan_folder(
+            collection.image_root,
+            sequence_gap_s=source.sequence_gap_s,
+            sidecars=tuple(source.sidecars),
+        )
+        return Discovery(list(scan.sequences), scan.notes)
     if isinstance(source, KartaViewSource):
         from imgrank_dagster.core.sources.kartaview import KartaViewClient
-        from imgrank_dagster.core.sources.kartaview import discover_sequences as discover
+        from imgrank_dagster.core.sources.kartaview import discover_sequences as discover_kv
 
         # Base URL from IMGRANK_KARTAVIEW_URL, else the public API.
         with KartaViewClient() as client:
-            return discover(client, source)
+            found = discover_kv(client, source)
+        notes = [] if found else [f"no KartaView sequence found for {collection.name}"]
+        return Discovery(found, notes)
     raise NotImplementedError(f"source type {source.type!r} has no discovery")
+
+
+def discover_sequences(collection: Collection) -> list[str]:
+    """The sequence ids a collection's source holds now."""
+    return discover(collection).sequence_ids
 
 
 def ingest_sequence(
@@ -45,7 +69,12 @@ def ingest_sequence(
     if isinstance(source, FolderSource):
         from imgrank_dagster.core.sources.folder import ingest_folder_sequence
 
-        frame = ingest_folder_sequence(collection.image_root, sequence_id)
+        frame = ingest_folder_sequence(
+            collection.image_root,
+            sequence_id,
+            sequence_gap_s=source.sequence_gap_s,
+            sidecars=tuple(source.sidecars),
+        )
     elif isinstance(source, KartaViewSource):
         from imgrank_dagster.core.sources.kartaview import (
             KartaViewClient,

@@ -139,3 +139,16 @@ def read_exif_capture(exif: Image.Exif) -> tuple[datetime | None, float | None, 
     if lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
         lat = lng = None
     return captured_at, lat, lng
+
+
+def exif_capture_time(path: Path) -> datetime | None:
+    """The EXIF capture time of an image file from its header only (no decode); None when
+    the file has none or cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                captured_at, _, _ = read_exif_capture(image.getexif())
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return captured_at
