@@ -7,7 +7,7 @@ import pytest
 from imgrank_dagster.core.labels import labelled_set_hash
 from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
 from imgrank_dagster.defs.labels.sensors import labels_sensor
-from imgrank_dagster.lib.names import VIEWS_GROUP
+from imgrank_dagster.lib.names import LANE_TAG, VIEWS_GROUP, VIEWS_LANE
 from imgrank_dagster.lib.resources import build_resources
 
 
@@ -192,3 +192,64 @@ def test_views_follow_a_label_change_run(fresh_pipeline) -> None:
     for asset in ["ranking_report", "fiftyone_dataset"]:
         assert "city" in after.get_requested_partitions(dg.AssetKey(asset)), asset
         assert "town" not in after.get_requested_partitions(dg.AssetKey(asset)), asset
+
+
+def test_a_ranking_that_lands_while_a_refresh_runs_is_refreshed_again(
+    fresh_pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report reflects the newest ranking within one more refresh, whatever was running.
+
+    A report refresh is held in the middle of its step (it has read the old ranking) while a
+    label change lands a new ranking; once the refresh finishes, the automation condition must
+    request the report again (Dagster's eager() drops that update).
+    """
+    import threading
+
+    from imgrank_dagster.core.views import report
+
+    pipeline = fresh_pipeline
+    views = dg.AssetSelection.assets("ranking_report")
+    resources = build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse))
+
+    def conditions(cursor=None):
+        return dg.evaluate_automation_conditions(
+            defs=pipeline.defs, instance=pipeline.instance, asset_selection=views, cursor=cursor
+        )
+
+    started, release = threading.Event(), threading.Event()
+    write_report = report.write_report
+
+    def held_write(*args, **kwargs):
+        started.set()
+        assert release.wait(120)
+        return write_report(*args, **kwargs)
+
+    monkeypatch.setattr(report, "write_report", held_write)
+    evaluation = conditions()
+    refresh_result = {}
+
+    def refresh() -> None:
+        refresh_result["run"] = dg.materialize(
+            list(pipeline.defs.assets),
+            selection=["ranking_report"],
+            partition_key="city",
+            instance=pipeline.instance,
+            resources=resources,
+            tags={LANE_TAG: VIEWS_LANE},  # as visualization_automation_sensor tags its runs
+        )
+
+    refresh_thread = threading.Thread(target=refresh)
+    refresh_thread.start()
+    assert started.wait(120)
+    # The refresh is in progress and has read the current ranking: a label change lands now.
+    _, cursor = evaluate(pipeline, None)
+    write_labels(pipeline, "city", labels_of(pipeline, "city") + unlabelled(pipeline, "city", 2))
+    result, _ = evaluate(pipeline, cursor)
+    execute(pipeline, result.run_requests[0])
+    evaluation = conditions(evaluation.cursor)
+    assert "city" not in evaluation.get_requested_partitions(dg.AssetKey("ranking_report"))
+    release.set()
+    refresh_thread.join(timeout=120)
+    assert refresh_result["run"].success
+    evaluation = conditions(evaluation.cursor)
+    assert "city" in evaluation.get_requested_partitions(dg.AssetKey("ranking_report"))

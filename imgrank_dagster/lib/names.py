@@ -46,6 +46,12 @@ TRIGGER_TAG = "imgrank/trigger"  # which sensor or schedule requested the run
 COLLECTION_TAG = "imgrank/collection"
 LABELLED_SET_TAG = "imgrank/labelled_set"  # hash of the labelled set a label run applies
 PARTITION_TAG = "dagster/partition"
+# Run lanes (dagster.yaml limits each to one run at a time): a label change never waits
+# behind a view refresh or a ranking.
+LANE_TAG = "imgrank/lane"
+PIPELINE_LANE = "pipeline"  # discovery, ingestion, ranking
+LABELS_LANE = "labels"
+VIEWS_LANE = "views"
 # A run over a range of partitions (what a single-run backfill launches).
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"

@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterable
 import dagster as dg
 
 from imgrank_dagster.core.config import Collection
-from imgrank_dagster.core.config.keys import sequence_keys_of
+from imgrank_dagster.core.config.keys import collection_of, sequence_keys_of
 from imgrank_dagster.lib.names import (
     IMAGE_FEATURES,
     INGEST_SEQUENCES_JOB,
+    LANE_TAG,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
+    PARTITION_TAG,
 )
 from imgrank_dagster.lib.partitions import (
     collection_partitions,
@@ -181,3 +183,32 @@ def ingest_collection(
         if not result.success:
             failed.extend(keys)
     return failed
+
+
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def collections_with_active_runs(
+    instance: dg.DagsterInstance, lanes: Iterable[str] | None = None
+) -> set[str]:
+    """Collections with a run queued or in progress (discovery, ingestion of one of their
+    sequences, ranking, a label change, a view refresh).
+
+    lanes: count only runs of these lanes, and runs without a lane (launched from the UI's
+    asset graph: they may be anything).
+    """
+    wanted = None if lanes is None else set(lanes)
+    busy: set[str] = set()
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
+        tags = record.dagster_run.tags
+        if wanted is not None and tags.get(LANE_TAG, "") not in wanted | {""}:
+            continue
+        for tag in (PARTITION_TAG, PARTITION_RANGE_START_TAG, PARTITION_RANGE_END_TAG):
+            if tags.get(tag):
+                busy.add(collection_of(tags[tag]))
+    return busy

@@ -14,7 +14,7 @@ from imgrank_dagster.lib.resources import ImgrankConfig
 
 @dg.sensor(
     job=ingest_sequences_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers the collections of data/collections.yaml and the sequences of their "
     "folders as partitions, and requests one ingestion run per new sequence.",

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from imgrank_dagster.defs.labels.assets import labeled_images
-from imgrank_dagster.lib.names import APPLY_LABELS_JOB, LABELING_PRIORITY
+from imgrank_dagster.lib.names import APPLY_LABELS_JOB, LABELING_PRIORITY, LABELS_LANE, LANE_TAG
 from imgrank_dagster.lib.partitions import collection_partitions
 
 # From the labelled set to the ranking: by construction, the label-dependent work. Views of
@@ -15,6 +15,7 @@ LABEL_DEPENDENT = dg.AssetSelection.assets(labeled_images).downstream() & (
 apply_labels_job = dg.define_asset_job(
     APPLY_LABELS_JOB,
     selection=LABEL_DEPENDENT,
+    tags={LANE_TAG: LABELS_LANE},
     partitions_def=collection_partitions,
     # Each step takes well under a second; a process per step would cost seconds each.
     executor_def=dg.in_process_executor,

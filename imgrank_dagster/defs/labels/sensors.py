@@ -15,10 +15,12 @@ from imgrank_dagster.lib.names import (
     IMAGE_BASE_SCORES,
     LABELED_IMAGES,
     LABELLED_SET_TAG,
+    PIPELINE_LANE,
     TRIGGER_TAG,
 )
 from imgrank_dagster.lib.partitions import collection_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
+from imgrank_dagster.lib.runs import collections_with_active_runs
 
 # What must exist before a label change can be applied incrementally.
 LABEL_INDEPENDENT_INPUTS = [COLLECTION_IMAGES, CLUSTER_ASSIGNMENTS, IMAGE_BASE_SCORES]
@@ -68,7 +70,9 @@ def _is_ranked(instance: dg.DagsterInstance, collection: str) -> bool:
 
 @dg.sensor(
     job=apply_labels_job,
-    minimum_interval_seconds=5,
+    # The daemon evaluates sensors every 5 s at most; an interval below that makes this sensor
+    # tick on every pass (5 s here gave ticks 5 and 10 s apart, alternately).
+    minimum_interval_seconds=1,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches every collection's label files (stats first, contents only when they "
     "changed) and re-runs the label-dependent assets when the labelled set changes.",
@@ -92,9 +96,12 @@ def labels_sensor(
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
     requests: list[dg.RunRequest] = []
     problems: list[str] = []
+    ranking_now = collections_with_active_runs(context.instance, lanes={PIPELINE_LANE})
     for name, collection in sorted(collections.items()):
         if name not in known or not _is_ranked(context.instance, name):
             continue  # the first full ranking reads the labels itself
+        if name in ranking_now:
+            continue  # the ranking under way reads the labels; looked at again after it
         previous = states.get(name)
         try:
             fingerprint = label_source_fingerprint(collection.labels)

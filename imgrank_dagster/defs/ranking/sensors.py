@@ -7,27 +7,16 @@ import dagster as dg
 from imgrank_dagster.core.config import CollectionConfigError
 from imgrank_dagster.core.config.keys import collection_of
 from imgrank_dagster.defs.ranking.jobs import rank_collection_job
-from imgrank_dagster.lib.names import FEATURE_MATRIX, IMAGE_FEATURES, PARTITION_TAG, TRIGGER_TAG
+from imgrank_dagster.lib.names import (
+    FEATURE_MATRIX,
+    IMAGE_FEATURES,
+    LABELS_LANE,
+    PIPELINE_LANE,
+    TRIGGER_TAG,
+)
 from imgrank_dagster.lib.partitions import collection_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
-
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
-def collections_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
-    """Collections with any run queued or in progress: discovery, ingestion of one of their
-    sequences (from a sensor or the UI), ranking, or a label update."""
-    busy: set[str] = set()
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
-        partition = record.dagster_run.tags.get(PARTITION_TAG)
-        if partition:
-            busy.add(collection_of(partition))
-    return busy
+from imgrank_dagster.lib.runs import collections_with_active_runs
 
 
 def newest_by_collection(
@@ -45,7 +34,7 @@ def newest_by_collection(
 
 @dg.sensor(
     job=rank_collection_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests one rank_collection run for a collection when some of its sequences "
     "were embedded after its feature matrix was built and no run of the collection (discovery, "
@@ -77,7 +66,8 @@ def rank_after_ingestion_sensor(
     stale = [name for name in names if features.get(name, -1) > matrices.get(name, -1)]
     if not stale:
         return dg.SkipReason("every collection is ranked on its newest features")
-    busy = collections_with_active_runs(instance)
+    # A view refresh may run beside a ranking; a label change or another ingestion may not.
+    busy = collections_with_active_runs(instance, lanes={PIPELINE_LANE, LABELS_LANE})
     waiting = [name for name in stale if name in busy]
     requests = [
         dg.RunRequest(

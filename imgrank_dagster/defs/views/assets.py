@@ -1,9 +1,9 @@
 """Seeing the ranking: a 2-D map of the embeddings, an HTML report and a FiftyOne dataset.
 
-The views follow every new ranking (full or after new labels) on their own (eager automation),
-outside the labels sensor's fast path. Each returns a small frame through the IO manager (the
-map's points, the files written, the samples synced), so it gets a data version, lineage to
-the inputs it read, and a preview like every asset.
+The views follow every new ranking (full or after new labels) on their own (automation:
+`follows_its_inputs`), outside the labels sensor's fast path. Each returns a small frame
+through the IO manager (the map's points, the files written, the samples synced), so it gets a
+data version, lineage to the inputs it read, and a preview like every asset.
 """
 
 import dagster as dg
@@ -16,12 +16,32 @@ from imgrank_dagster.lib.names import REPORT_DIR, REPORT_INDEX, VIEWS_GROUP
 from imgrank_dagster.lib.resources import ImgrankConfig
 
 
+def follows_its_inputs() -> dg.AutomationCondition:
+    """Dagster's eager condition, except that an input updated while a refresh of this view
+    was running is not forgotten when that refresh finishes.
+
+    `eager()` forgets a parent update once the asset is requested *or updated* after it: a
+    ranking that lands while the previous refresh is finishing is dropped when that refresh
+    completes, and the view shows the older ranking until something else changes. Here only a
+    new request (made once the view and its inputs are no longer in progress) forgets it.
+    """
+    update = dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()
+    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & update.since(handled)
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("eager, remembering updates that land during a refresh")
+
+
 @collection_asset(
     VIEWS_GROUP,
     code_version="2",  # 2: the method travels with the file (attrs["method"])
     kinds={"python", "parquet", "scikitlearn"},
     # Views follow every new ranking (full or after new labels) on their own.
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_its_inputs(),
     ins={"feature_matrix": columns_of("feature_matrix", ["image_id", "embedding"])},
     description="A 2-D map of the embeddings (scikit-learn: PCA then t-SNE, PCA alone for "
     "large collections; seeded), in the unit square: image_id, x, y; attrs['method'] says "
@@ -46,7 +66,7 @@ def embedding_map(
     code_version="2",  # 2: the clustering plots and the map method come from the data
     kinds={"python", "html"},
     # Views follow every new ranking (full or after new labels) on their own.
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_its_inputs(),
     ins={
         "cluster_assignments": columns_of("cluster_assignments", ["cluster"], attrs=True),
         "embedding_map": columns_of("embedding_map", ["image_id", "x", "y"], attrs=True),
@@ -112,7 +132,7 @@ def ranking_report(
     code_version="1",
     kinds={"python", "fiftyone"},
     # Views follow every new ranking (full or after new labels) on their own.
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_its_inputs(),
     ins={
         "feature_matrix": columns_of(
             "feature_matrix",
