@@ -41,7 +41,10 @@ def execute(pipeline, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     """Run the request as the daemon would: the sensor's job, with the request's tags."""
     job = pipeline.defs.resolve_job_def(labels_sensor.job_name)
     result = job.execute_in_process(
-        instance=pipeline.instance, partition_key=request.partition_key, tags=request.tags
+        instance=pipeline.instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        asset_selection=request.asset_selection,
     )
     assert result.success
     return result
@@ -91,15 +94,54 @@ def test_going_back_to_earlier_labels_is_a_new_run_key(fresh_pipeline) -> None:
     assert back.run_requests[0].run_key != first.run_requests[0].run_key
 
 
-def test_malformed_file_gives_a_skip_and_no_run(fresh_pipeline) -> None:
-    _, cursor = evaluate(fresh_pipeline, None)
-    before = fresh_pipeline.read("labeling_priority", "city")
-    labels = fresh_pipeline.data_dir / "city" / "labels.csv"
+def test_a_malformed_file_fails_a_check_and_keeps_the_ranking(fresh_pipeline) -> None:
+    """No re-rank: one run of the label_files_readable check, which fails naming file and line."""
+    pipeline = fresh_pipeline
+    _, cursor = evaluate(pipeline, None)
+    before = pipeline.read("labeling_priority", "city")
+    labels = pipeline.data_dir / "city" / "labels.csv"
     labels.write_text('image_id\n"seq-000/frame_0001\nseq-000/frame_0002\n')
-    result, _ = evaluate(fresh_pipeline, cursor)
-    assert isinstance(result, dg.SkipReason)
-    assert "labels.csv" in result.skip_message and "city" in result.skip_message
-    pd.testing.assert_frame_equal(fresh_pipeline.read("labeling_priority", "city"), before)
+    result, cursor = evaluate(pipeline, cursor)
+    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
+    (request,) = result.run_requests
+    check = dg.AssetCheckKey(dg.AssetKey("labeled_images"), "label_files_readable")
+    assert request.partition_key == "city"
+    assert request.asset_selection == [] and request.asset_check_keys == [check]
+    # The same problem again: the same run key, so the daemon starts no second run.
+    again, _ = evaluate(pipeline, cursor)
+    assert [r.run_key for r in again.run_requests] == [request.run_key]
+    # As the daemon runs the request: the sensor's job, only the checks it names.
+    job = pipeline.defs.resolve_job_def(labels_sensor.job_name)
+    run = job.get_subset(asset_selection=set(), asset_check_selection={check}).execute_in_process(
+        instance=pipeline.instance, partition_key="city", tags=request.tags
+    )
+    (evaluation,) = run.get_asset_check_evaluations()
+    assert not evaluation.passed
+    problem = evaluation.metadata["problem"].value
+    assert "labels.csv" in problem and "line 2" in problem
+    pd.testing.assert_frame_equal(pipeline.read("labeling_priority", "city"), before)
+    assert not run.get_asset_materialization_events()
+
+
+def test_names_that_match_no_image_or_several_fail_a_warning_check(fresh_pipeline) -> None:
+    pipeline = fresh_pipeline
+    _, cursor = evaluate(pipeline, None)
+    known = labels_of(pipeline, "city")
+    path = pipeline.data_dir / "city" / "labels.csv"
+    path.write_text("image_id\n" + "".join(f"{name}\n" for name in known) + "seq-000/typo\n")
+    result, _ = evaluate(pipeline, cursor)
+    run = execute(pipeline, result.run_requests[0])
+    evaluations = {e.check_name: e for e in run.get_asset_check_evaluations()}
+    names = evaluations["label_names_match"]
+    assert not names.passed and names.severity == dg.AssetCheckSeverity.WARN
+    problems = names.metadata["problems"].value.records
+    assert [(r.data["name"], r.data["line"]) for r in problems] == [
+        ("seq-000/typo", str(len(known) + 2))
+    ]
+    # Nothing to re-rank: only labeled_images ran, to show the problem.
+    assert {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()} == {
+        "labeled_images"
+    }
 
 
 def test_two_collections_changing_together_give_two_requests(fresh_pipeline) -> None:

@@ -8,7 +8,7 @@ fit none as unknown: neither is guessed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ class LabelMatch:
     ambiguous: dict[str, list[str]]  # name -> candidate image ids, both sorted
     skipped_files: list[str]
     labels_missing: bool = False
+    # Where each unknown or ambiguous name first appears: name -> (source file, line).
+    where: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def image_ids(self) -> list[str]:
@@ -46,6 +48,19 @@ class LabelMatch:
             "skipped_files": list(self.skipped_files),
             "labels_missing": self.labels_missing,
         }
+
+    def problems(self) -> list[dict[str, Any]]:
+        """One row per unknown or ambiguous name: name, file, line, problem."""
+        rows = []
+        for name in self.unknown:
+            source, line = self.where.get(name, ("", 0))
+            rows.append({"name": name, "file": source, "line": line, "problem": "matches no image"})
+        for name, candidates in self.ambiguous.items():
+            source, line = self.where.get(name, ("", 0))
+            shown = ", ".join(candidates[:3]) + (" ..." if len(candidates) > 3 else "")
+            problem = f"matches {len(candidates)} images: {shown}"
+            rows.append({"name": name, "file": source, "line": line, "problem": problem})
+        return rows
 
 
 def _normalise(name: str) -> str:
@@ -126,6 +141,7 @@ def match_labels(entries: list[LabelEntry], images: pd.DataFrame) -> LabelMatch:
     unknown: set[str] = set()
     ambiguous: dict[str, list[str]] = {}
     resolved: dict[str, tuple[str | None, list[str]]] = {}
+    where: dict[str, tuple[str, int]] = {}
     for entry in entries:
         if entry.name not in resolved:
             resolved[entry.name] = index.candidates(entry.name)
@@ -134,8 +150,10 @@ def match_labels(entries: list[LabelEntry], images: pd.DataFrame) -> LabelMatch:
             provenance.setdefault(found[0], (entry.source_file, entry.line, matched_by))
         elif found:
             ambiguous[entry.name] = sorted(found)
+            where.setdefault(entry.name, (entry.source_file, entry.line))
         else:
             unknown.add(entry.name)
+            where.setdefault(entry.name, (entry.source_file, entry.line))
     image_ids = sorted(provenance)
     labelled = pd.DataFrame(
         {
@@ -151,6 +169,7 @@ def match_labels(entries: list[LabelEntry], images: pd.DataFrame) -> LabelMatch:
         unknown=sorted(unknown),
         ambiguous=dict(sorted(ambiguous.items())),
         skipped_files=[],
+        where=where,
     )
 
 

@@ -1,12 +1,14 @@
 """New labels re-rank a collection: only the label-dependent assets run again."""
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from imgrank_dagster.core.config import Collection, CollectionConfigError
-from imgrank_dagster.defs.labels.assets import LABEL_MATCHING_COLUMNS
+from imgrank_dagster.defs.labels.assets import LABEL_FILES_READABLE, LABEL_MATCHING_COLUMNS
 from imgrank_dagster.defs.labels.jobs import apply_labels_job
 from imgrank_dagster.lib.io_manager import DATA_VERSION_METADATA, PartitionedParquetIOManager
 from imgrank_dagster.lib.names import (
@@ -21,6 +23,9 @@ from imgrank_dagster.lib.names import (
 from imgrank_dagster.lib.partitions import collection_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
 from imgrank_dagster.lib.runs import collections_with_active_runs
+
+if TYPE_CHECKING:
+    from imgrank_dagster.core.labels import LabelMatch
 
 # What must exist before a label change can be applied incrementally.
 LABEL_INDEPENDENT_INPUTS = [COLLECTION_IMAGES, CLUSTER_ASSIGNMENTS, IMAGE_BASE_SCORES]
@@ -49,22 +54,34 @@ def _ranked_labelled_set(instance: dg.DagsterInstance, collection: str) -> str |
     return str(version.value) if version is not None else None
 
 
-def _labelled_set(collection: Collection, io_manager: PartitionedParquetIOManager) -> str:
-    """The labelled set labeled_images would compute now, from the same image catalog."""
+def _label_match(collection: Collection, io_manager: PartitionedParquetIOManager) -> "LabelMatch":
+    """The labels matched as labeled_images would match them now, from the same catalog."""
     import pandas as pd
 
-    from imgrank_dagster.core.labels import labelled_set_hash, load_labels
+    from imgrank_dagster.core.labels import load_labels
 
     frames = io_manager.read_partitions(
         COLLECTION_IMAGES.to_user_string(), [collection.name], columns=LABEL_MATCHING_COLUMNS
     )
     images = frames.get(collection.name, pd.DataFrame(columns=LABEL_MATCHING_COLUMNS))
-    return labelled_set_hash(load_labels(collection.labels, images).image_ids)
+    return load_labels(collection.labels, images)
 
 
 def _is_ranked(instance: dg.DagsterInstance, collection: str) -> bool:
     return all(
         collection in instance.get_materialized_partitions(key) for key in LABEL_INDEPENDENT_INPUTS
+    )
+
+
+def _problem_check_request(collection: str, problem: str) -> dg.RunRequest:
+    """A run of label_files_readable alone: the broken file shows on labeled_images."""
+    digest = hashlib.sha256(problem.encode()).hexdigest()[:16]
+    return dg.RunRequest(
+        partition_key=collection,
+        asset_selection=[],
+        asset_check_keys=[dg.AssetCheckKey(LABELED_IMAGES, LABEL_FILES_READABLE)],
+        run_key=f"{collection}:label-problem:{digest}",
+        tags={TRIGGER_TAG: "labels_sensor"},
     )
 
 
@@ -90,6 +107,7 @@ def labels_sensor(
         LabelFileError,
         label_source_content_hash,
         label_source_fingerprint,
+        labelled_set_hash,
     )
 
     states = _read_cursor(context.cursor)
@@ -111,13 +129,27 @@ def labels_sensor(
             if previous and previous.content == content:
                 states[name] = LabelState(fingerprint, content)
                 continue
-            labelled = _labelled_set(collection, io_manager)
+            match = _label_match(collection, io_manager)
         except LabelFileError as error:
-            # Nothing runs: the previous ranking stays as it was until the file is fixed.
+            # The ranking stays as it was until the file is fixed; the problem shows as a
+            # failed check on labeled_images: a run of that check alone, once per problem.
             problems.append(f"{name}: {error}")
+            requests.append(_problem_check_request(name, str(error)))
             continue
         states[name] = LabelState(fingerprint, content)
+        labelled = labelled_set_hash(match.image_ids)
         if labelled == _ranked_labelled_set(context.instance, name):
+            if match.unknown or match.ambiguous or match.skipped_files:
+                # Nothing to re-rank, but names that match nothing (a typo) must show: a run
+                # of labeled_images alone evaluates its label_names_match check.
+                requests.append(
+                    dg.RunRequest(
+                        partition_key=name,
+                        asset_selection=[LABELED_IMAGES],
+                        run_key=f"{name}:label-names:{content[:16]}",
+                        tags={TRIGGER_TAG: "labels_sensor"},
+                    )
+                )
             continue  # the same labelled set, re-written
         requests.append(
             dg.RunRequest(
@@ -129,6 +161,8 @@ def labels_sensor(
             )
         )
     cursor = json.dumps({name: asdict(state) for name, state in sorted(states.items())})
+    for problem in problems:
+        context.log.warning(f"label files could not be read: {problem}")
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=cursor)
     context.update_cursor(cursor)
