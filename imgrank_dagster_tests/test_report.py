@@ -141,9 +141,16 @@ def test_labeling_priority_preview_has_thumbnails(ranked_pipeline) -> None:
         dg.AssetRecordsFilter(dg.AssetKey("labeling_priority"), asset_partitions=["city"]),
         limit=1,
     ).records[0]
-    top = record.asset_materialization.metadata["top_20"].value
+    metadata = record.asset_materialization.metadata
+    top = metadata["top_20_thumbnails"].value
     assert top.count("data:image/jpeg;base64,") == 20
     assert len(top) < 150_000  # small inline thumbnails, not full images
+    # The same top 20 as a typed table, in rank order, with what each column means.
+    table = metadata["top_20"].value
+    ranking = ranked_pipeline.read("labeling_priority", "city").head(20)
+    assert [record.data["image_id"] for record in table.records] == ranking["image_id"].tolist()
+    assert [record.data["rank"] for record in table.records] == list(range(1, 21))
+    assert all(column.description for column in table.schema.columns)
 
 
 # --- core.views.report -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
+from imgrank_dagster.lib.columns import describe
 from imgrank_dagster.lib.partitions import SEQUENCES_OF_COLLECTION, select_upstream_partitions
 
 DATA_VERSION_METADATA = "data_version"
@@ -50,6 +51,17 @@ def own_sequences(columns: list[str] | None = None) -> dg.AssetIn:
     return dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata=metadata)
 
 
+def column_schema(asset_key: dg.AssetKey, columns: list[tuple[str, str]]) -> dg.TableSchema:
+    """The UI's column schema: name, type and what the column means (lib.columns)."""
+    asset = asset_key.to_user_string()
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, kind, description=describe(asset, name) or None)
+            for name, kind in columns
+        ]
+    )
+
+
 def _safe_join(base_path: UPath, partition: str) -> UPath:
     """base_path / partition; a partition key can never climb out: ".." segments are escaped."""
     segments = partition.lstrip("/").split("/")
@@ -72,7 +84,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         if not (context.has_asset_partitions and isinstance(obj, dict)):
             super().handle_output(context, obj)
             return
-        from imgrank_dagster.lib.parquet import frame_data_version
+        from imgrank_dagster.lib.parquet import frame_data_version, schema_columns
 
         # A run over several partitions (a multi-partition backfill) returns one frame each.
         expected = set(context.asset_partition_keys)
@@ -82,13 +94,19 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                 f"{sorted(obj)} but the run materializes {sorted(expected)}"
             )
         paths = self._get_paths_for_partitions(context)
+        tables = []
         for key, frame in obj.items():
             self.make_directory(paths[key].parent)
-            self._write(context, frame, paths[key], key, frame_data_version(frame))
+            table, _ = self._write(context, frame, paths[key], key, frame_data_version(frame))
+            tables.append(table)
+        # What every partition of the run shares; each partition's own figures (rows, counts)
+        # are the asset's to add (lib.metadata.partitions_output).
         context.add_output_metadata(
             {
-                "dagster/row_count": dg.MetadataValue.int(sum(len(f) for f in obj.values())),
-                "partitions_written": dg.MetadataValue.int(len(obj)),
+                "dagster/column_schema": column_schema(
+                    context.asset_key, schema_columns(tables[0])
+                ),
+                "run_partitions": dg.MetadataValue.int(len(obj)),
                 "folder": dg.MetadataValue.path(str(next(iter(paths.values())).parent)),
             }
         )
@@ -102,9 +120,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         context.add_output_metadata(
             {
                 "dagster/row_count": dg.MetadataValue.int(len(obj)),
-                "dagster/column_schema": dg.TableSchema(
-                    columns=[dg.TableColumn(name, kind) for name, kind in schema_columns(table)]
-                ),
+                "dagster/column_schema": column_schema(context.asset_key, schema_columns(table)),
                 "preview": dg.MetadataValue.md(preview_markdown(obj)),
                 DATA_VERSION_METADATA: dg.MetadataValue.text(data_version),
                 "upstream_partitions": dg.MetadataValue.int(len(upstream)),

@@ -28,15 +28,34 @@ def frame_output(
     )
 
 
-def partitions_output(frames: dict[str, pd.DataFrame], **metadata: Any) -> dg.Output[Any]:
-    """One frame per partition of the run.
+def partitions_output(
+    context: dg.AssetExecutionContext,
+    frames: dict[str, pd.DataFrame],
+    own: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dg.Output[Any]:
+    """One frame per partition of the run, each partition with its own figures.
 
-    A one-partition run stores the frame with its content version; a run over several
-    partitions stores the dict, and the IO manager gives each partition's file its own version.
+    own: partition key -> that partition's metadata (counts of its rows, ...). A one-partition
+    run stores the frame with its content version; a run over several partitions stores the
+    dict (the IO manager gives each file its own version) and adds each partition's figures to
+    that partition's materialization only, never the run's totals.
     """
+    from imgrank_dagster.lib.parquet import preview_markdown
+
+    own = own or {}
     if len(frames) == 1:
-        return frame_output(next(iter(frames.values())), **metadata)
-    return dg.Output(frames, metadata=metadata)
+        key, frame = next(iter(frames.items()))
+        return frame_output(frame, **own.get(key, {}))
+    for key, frame in frames.items():
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(len(frame)),
+                "preview": dg.MetadataValue.md(preview_markdown(frame)),
+                **own.get(key, {}),
+            },
+            partition_key=key,
+        )
+    return dg.Output(frames)
 
 
 def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> dg.MetadataValue:

@@ -15,8 +15,6 @@ from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from imgrank_dagster.core.ranking import near_duplicates
 
@@ -99,6 +97,10 @@ def duplicate_punishment(
     order = np.argsort(ids, kind="stable")
     position = np.empty(len(ids), dtype=np.int64)
     position[order] = np.arange(len(ids))
+    # SciPy only here: the label-dependent stages never need it (they run on every label change).
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix(
         (np.ones(first.size), (position[first], position[second])), shape=(len(ids), len(ids))
     )

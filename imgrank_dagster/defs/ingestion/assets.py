@@ -39,28 +39,27 @@ def by_partition(context: dg.AssetExecutionContext, value: object) -> dict[str, 
 def raw_image_sequences(
     context: dg.AssetExecutionContext, imgrank: ImgrankConfig
 ) -> dg.Output[Frame]:
-    import pandas as pd
-
     from imgrank_dagster.core.sources import ingest_sequence
 
     frames: dict[str, Frame] = {}
-    roots = set()
+    roots: dict[str, str] = {}
     for key in context.partition_keys:
         collection_name, sequence_id = split_sequence_key(key)
         collection = imgrank.collection(collection_name)
-        roots.add(str(collection.image_root))
+        roots[key] = str(collection.image_root)
         frames[key] = ingest_sequence(collection, sequence_id, progress=context.log.info)
-    everything = pd.concat(frames.values(), ignore_index=True)
-    rejected = everything[everything["status"] != "ok"]
-    for row in rejected.itertuples():
-        context.log.warning(f"rejected {row.path}: {row.reason}")
-    return partitions_output(
-        frames,
-        accepted=int((everything["status"] == "ok").sum()),
-        rejected=len(rejected),
-        rejected_images=frame_table(rejected[["path", "reason"]]),
-        image_root=", ".join(sorted(roots)),
-    )
+    own = {}
+    for key, frame in frames.items():
+        rejected = frame[frame["status"] != "ok"]
+        for row in rejected.itertuples():
+            context.log.warning(f"rejected {row.path}: {row.reason}")
+        own[key] = {
+            "accepted": int((frame["status"] == "ok").sum()),
+            "rejected": len(rejected),
+            "rejected_images": frame_table(rejected[["path", "reason"]]),
+            "image_root": roots[key],
+        }
+    return partitions_output(context, frames, own)
 
 
 @dg.asset(
@@ -96,12 +95,14 @@ def image_features(
     for key, frame in accepted.items():
         frames[key] = features.iloc[start : start + len(frame)].reset_index(drop=True)
         start += len(frame)
-    failed = features[features["status"] != "ok"]
-    for row in failed.itertuples():
-        context.log.warning(f"fastdup could not embed {row.image_id}: {row.error}")
-    return partitions_output(
-        frames,
-        embedded=len(features) - len(failed),
-        failed=len(failed),
-        failures=counts_table(failed["error"].value_counts().to_dict(), "error"),
-    )
+    own = {}
+    for key, frame in frames.items():
+        failed = frame[frame["status"] != "ok"]
+        for row in failed.itertuples():
+            context.log.warning(f"fastdup could not embed {row.image_id}: {row.error}")
+        own[key] = {
+            "embedded": len(frame) - len(failed),
+            "failed": len(failed),
+            "failures": counts_table(failed["error"].value_counts().to_dict(), "error"),
+        }
+    return partitions_output(context, frames, own)

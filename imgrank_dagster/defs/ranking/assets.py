@@ -203,6 +203,43 @@ def image_scores(
     )
 
 
+TOP_COLUMNS = {  # column -> type in the UI's table
+    "rank": "int",
+    "image_id": "string",
+    "score": "float",
+    "region": "string",
+    "priority_group": "int",
+    "reason": "string",
+}
+
+
+def _top_table(ranking: Frame, count: int = 20) -> dg.MetadataValue:
+    """The top of the ranking as a typed table (the UI sorts and shows it as a table)."""
+    from imgrank_dagster.lib.columns import describe
+
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, kind, description=describe("labeling_priority", name))
+            for name, kind in TOP_COLUMNS.items()
+        ]
+    )
+    records = []
+    for row in ranking.head(count)[list(TOP_COLUMNS)].itertuples(index=False):
+        records.append(
+            dg.TableRecord(
+                {
+                    "rank": int(row.rank),
+                    "image_id": str(row.image_id),
+                    "score": round(float(row.score), 4),
+                    "region": str(row.region),
+                    "priority_group": int(row.priority_group),
+                    "reason": str(row.reason),
+                }
+            )
+        )
+    return dg.MetadataValue.table(records, schema=schema)
+
+
 def _top_with_thumbnails(ranking: Frame, image_root: Path, count: int = 20) -> str:
     """The top of the ranking as markdown, each row with a small inline thumbnail."""
     from imgrank_dagster.core.views.report import thumbnail_data_uri
@@ -266,7 +303,8 @@ def labeling_priority(
         strategy=collection.strategy,
         ranked_images=len(ranking),
         regions=dg.MetadataValue.json({k: int(v) for k, v in regions.items()}),
-        top_20=dg.MetadataValue.md(_top_with_thumbnails(ranking, collection.image_root)),
+        top_20=_top_table(ranking),
+        top_20_thumbnails=dg.MetadataValue.md(_top_with_thumbnails(ranking, collection.image_root)),
     )
     for name, found in problems.items():
         yield dg.AssetCheckResult(
