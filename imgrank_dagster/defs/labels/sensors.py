@@ -48,7 +48,8 @@ def _ranked_labelled_set(instance: dg.DagsterInstance, collection: str) -> str |
 
 
 def _labelled_set(collection: Collection, io_manager: PartitionedParquetIOManager) -> str:
-    """The labelled set labeled_images would compute now, from the same image catalog."""
+    """The labelled set (and its classes) labeled_images would compute now, from the same
+    image catalog: a class changing alone is a change (labeled_images' data version)."""
     import pandas as pd
 
     from imgrank_dagster.core.labels import labelled_set_hash, load_labels
@@ -57,7 +58,8 @@ def _labelled_set(collection: Collection, io_manager: PartitionedParquetIOManage
         COLLECTION_IMAGES.to_user_string(), [collection.name], columns=LABEL_MATCHING_COLUMNS
     )
     images = frames.get(collection.name, pd.DataFrame(columns=LABEL_MATCHING_COLUMNS))
-    return labelled_set_hash(load_labels(collection.labels, images).image_ids)
+    match = load_labels(collection.labels, images)
+    return labelled_set_hash(match.image_ids, match.image_classes)
 
 
 def _is_ranked(instance: dg.DagsterInstance, collection: str) -> bool:
