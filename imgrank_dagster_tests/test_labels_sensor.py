@@ -1,5 +1,7 @@
 """labels_sensor on a real instance: cheap checks, one run per change, incremental re-ranking."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -23,13 +25,17 @@ def evaluate(pipeline, cursor: str | None):
         return result, context.cursor if not isinstance(result, dg.SensorResult) else result.cursor
 
 
+def labels_file(pipeline, collection: str) -> Path:
+    return pipeline.data_dir / collection / "labels" / "labels.csv"
+
+
 def write_labels(pipeline, collection: str, image_ids: list[str]) -> None:
-    path = pipeline.data_dir / collection / "labels.csv"
-    pd.DataFrame({"image_id": sorted(image_ids)}).to_csv(path, index=False)
+    frame = pd.DataFrame({"image_id": sorted(image_ids)})
+    frame.to_csv(labels_file(pipeline, collection), index=False)
 
 
 def labels_of(pipeline, collection: str) -> list[str]:
-    return pd.read_csv(pipeline.data_dir / collection / "labels.csv")["image_id"].tolist()
+    return pd.read_csv(labels_file(pipeline, collection))["image_id"].tolist()
 
 
 def unlabelled(pipeline, collection: str, count: int) -> list[str]:
@@ -94,7 +100,7 @@ def test_going_back_to_earlier_labels_is_a_new_run_key(fresh_pipeline) -> None:
 def test_malformed_file_gives_a_skip_and_no_run(fresh_pipeline) -> None:
     _, cursor = evaluate(fresh_pipeline, None)
     before = fresh_pipeline.read("labeling_priority", "city")
-    labels = fresh_pipeline.data_dir / "city" / "labels.csv"
+    labels = fresh_pipeline.data_dir / "city" / "labels" / "labels.csv"
     labels.write_text('image_id\n"seq-000/frame_0001\nseq-000/frame_0002\n')
     result, _ = evaluate(fresh_pipeline, cursor)
     assert isinstance(result, dg.SkipReason)
