@@ -20,7 +20,7 @@ import dagster as dg
 from imgrank_dagster.definitions import build_definitions
 from imgrank_dagster.lib.names import LABELING_PRIORITY, REFRESH_VIEWS_JOB, REPORT_DIR, REPORT_INDEX
 from imgrank_dagster.lib.resources import build_resources, default_data_dir
-from imgrank_dagster.lib.runs import run_job
+from imgrank_dagster.lib.runs import run_job, send_batch
 
 DEMO_COLLECTION = "demo"
 APP_ADDRESS = "127.0.0.1"
@@ -76,6 +76,14 @@ def run_app(collection: str, port: int) -> int:
     return 0
 
 
+def run_send(collection: str, count: int | None, per_cluster: int | None) -> int:
+    """Send the collection's next batch to its annotation tool (the annotation_batch asset)."""
+    definitions = build_definitions(build_resources(data_dir=default_data_dir()))
+    ok, message = send_batch(definitions, dg.DagsterInstance.get(), collection, count, per_cluster)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgrank", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,11 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     app.add_argument("--collection", default=DEMO_COLLECTION)
     app.add_argument("--port", type=int, default=5151)
+    send = commands.add_parser(
+        "send",
+        help="send the collection's next batch to its annotation tool (Label Studio, or a CVAT "
+        "task file); images already sent are never sent again",
+    )
+    send.add_argument("collection")
+    send.add_argument("--count", type=int, help="images from the top of the ranking")
+    send.add_argument("--per-cluster", type=int, help="images per cluster without labels")
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
         parser.error("set DAGSTER_HOME to an absolute folder (make demo does this)")
     if args.command == "app":
         return run_app(args.collection, args.port)
+    if args.command == "send":
+        return run_send(args.collection, args.count, args.per_cluster)
     from imgrank_dagster.devtools import demos
 
     if args.command == "demo-kartaview":

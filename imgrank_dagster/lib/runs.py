@@ -15,10 +15,13 @@ import dagster as dg
 from imgrank_dagster.core.config import Collection
 from imgrank_dagster.core.config.keys import sequence_keys_of
 from imgrank_dagster.lib.names import (
+    ANNOTATION_BATCH,
     IMAGE_FEATURES,
     INGEST_SEQUENCES_JOB,
+    LABELING_PRIORITY,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
+    SEND_ANNOTATION_BATCH_JOB,
 )
 from imgrank_dagster.lib.partitions import (
     collection_partitions,
@@ -46,13 +49,14 @@ def run_job(
     job_name: str,
     partition_key: str,
     tags: dict[str, str] | None = None,
+    run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """One run of a job for one partition; failures are reported in the result, not raised."""
     return definitions.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         partition_key=partition_key,
         tags=tags,
-        run_config=INFO_LOGS,
+        run_config={**INFO_LOGS, **(run_config or {})},
         raise_on_error=False,
     )
 
@@ -118,3 +122,33 @@ def ingest_collection(
         if not result.success:
             failed.extend(keys)
     return failed
+
+
+def send_batch(
+    definitions: dg.Definitions,
+    instance: dg.DagsterInstance,
+    collection: str,
+    count: int | None = None,
+    per_cluster: int | None = None,
+) -> tuple[bool, str]:
+    """Send a ranked collection's next batch (a run of annotation_batch); (ok, message)."""
+    if collection not in instance.get_materialized_partitions(LABELING_PRIORITY):
+        return False, f"collection {collection!r} is not ranked yet: rank it first"
+    node = ANNOTATION_BATCH.to_user_string()
+    config = {"count": count, "per_cluster": per_cluster}
+    result = run_job(
+        definitions,
+        instance,
+        SEND_ANNOTATION_BATCH_JOB,
+        collection,
+        run_config={"ops": {node: {"config": config}}},
+    )
+    if not result.success:
+        failures = [event.message for event in result.all_events if event.is_step_failure]
+        return False, f"sending failed: {'; '.join(failures) or 'see the run in the Dagster UI'}"
+    metadata = result.asset_materializations_for_node(node)[0].metadata
+    sent, target = metadata["sent_now"].value, metadata["target"].value
+    if not sent:
+        return True, f"{collection}: nothing new to send; the batch is in {target}"
+    batch = metadata["batch"].value
+    return True, f"{collection}: sent {sent} new image(s) as batch {batch} to {target}"
