@@ -120,10 +120,11 @@ def label_config(classes: list[str], task: str = "classification") -> str:
         )
     else:
         raise ValueError(f"unknown annotation task {task!r}: classification or boxes")
+    # Why the image was picked, then the classes, then the image: all in view at once.
     return (
         "<View>\n"
         '  <Header value="$imgrank" size="5"/>\n'
-        f'  <Image name="{IMAGE_OBJECT}" value="$image" zoom="true"/>\n'
         f"{control}\n"
+        f'  <Image name="{IMAGE_OBJECT}" value="$image" zoom="true" maxWidth="960px"/>\n'
         "</View>"
     )
