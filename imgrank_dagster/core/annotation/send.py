@@ -29,7 +29,11 @@ from imgrank_dagster.core.annotation.batch import (
     label_studio_task,
     local_files_url,
 )
-from imgrank_dagster.core.annotation.client import LabelStudioClient, LabelStudioSettings
+from imgrank_dagster.core.annotation.client import (
+    DOCUMENT_ROOT_ENV,
+    LabelStudioClient,
+    LabelStudioSettings,
+)
 from imgrank_dagster.core.annotation.cvat import CvatImage, write_cvat_batch
 from imgrank_dagster.core.config import Collection
 from imgrank_dagster.core.config.collections import AnnotationSettings
@@ -225,8 +229,6 @@ def send_to_label_studio(
 ) -> SendResult:
     annotation = _annotation(collection)
     if settings.document_root is None:
-        from imgrank_dagster.core.annotation.client import DOCUMENT_ROOT_ENV
-
         raise SendError(
             f"{DOCUMENT_ROOT_ENV} is not set: set it to the folder Label Studio serves local "
             "files from (its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"
@@ -241,7 +243,7 @@ def send_to_label_studio(
     project_id = int(project["id"])
     ensure_local_storage(client, project_id, collection.image_root, settings.document_root)
     notes = []
-    first_batch = int(record["batch"].max()) + 1 if len(record) else 1
+    batch = int(record["batch"].max()) + 1 if len(record) else 1  # numbers never repeat
     if created and len(record):
         # The project the record describes is gone (no project has its title any more): a
         # new project starts a new record, and its images may be sent again.
@@ -271,7 +273,6 @@ def send_to_label_studio(
         per_cluster=annotation.per_cluster if per_cluster is None else per_cluster,
         clusters_without_labels=clusters_without_labels,
     )
-    batch = first_batch
     new = empty_record()
     if len(picks):
         payloads = [
@@ -284,47 +285,11 @@ def send_to_label_studio(
         new = _new_rows(picks, batch, now, annotation.tool, task_ids)
         for image_id, task_id in zip(new["image_id"], task_ids, strict=True):
             in_project[image_id] = {"id": task_id}
-    record = _combine(record, new)
-    # Tasks of the project that imgrank did not record (sent before the record existed, or
-    # by hand with an image_id) join it, so that they are never sent again either.
-    unrecorded = sorted(set(in_project) - set(record["image_id"]))
-    if unrecorded:
-        known = _ranking(ranking).set_index("image_id")
-        rows = []
-        for image_id in unrecorded:
-            data = in_project[image_id].get("data") or {}
-            rows.append(
-                {
-                    "image_id": image_id,
-                    "path": str(known["path"].get(image_id, "")),
-                    "rank": int(data.get("rank") or 0),
-                    "reason": str(data.get("reason") or ""),
-                    "cluster": int(data.get("cluster") or 0),
-                    "picked_as": str(data.get("picked_as") or "in the project already"),
-                    "batch": 0,
-                    "sent_at": pd.Timestamp(in_project[image_id].get("created_at") or now),
-                    "tool": annotation.tool,
-                    "task_id": int(in_project[image_id]["id"]),
-                    "status": WAITING,
-                }
-            )
-        extra = pd.DataFrame(rows, columns=RECORD_COLUMNS).astype(empty_record().dtypes.to_dict())
-        record = _combine(record, extra)
-    task_ids = record["task_id"].astype("object").tolist()
-    record["task_id"] = pd.array(
-        [
-            int(in_project[i]["id"]) if i in in_project else t
-            for i, t in zip(record["image_id"], task_ids, strict=True)
-        ],
-        dtype="Int64",
+    record = _with_status(
+        _adopt_unrecorded(_combine(record, new), in_project, ranking, annotation.tool, now),
+        in_project,
+        labelled,
     )
-    record["status"] = [
-        LABELLED
-        if image_id in labelled
-        else (task_status(in_project[image_id]) if image_id in in_project else DELETED)
-        for image_id in record["image_id"]
-    ]
-    record["status"] = record["status"].astype("str")
     if foreign:
         notes.append(f"{foreign} task(s) of the project were not sent by imgrank (no image_id)")
     return SendResult(
@@ -336,6 +301,66 @@ def send_to_label_studio(
         created_project=created,
         notes=notes,
     )
+
+
+def _adopt_unrecorded(
+    record: pd.DataFrame,
+    in_project: dict[str, dict[str, Any]],
+    ranking: pd.DataFrame,
+    tool: str,
+    now: datetime,
+) -> pd.DataFrame:
+    """Tasks of the project that imgrank did not record (sent before the record existed, or
+    by hand with an image_id) join the record, so that they are never sent again either."""
+    unrecorded = sorted(set(in_project) - set(record["image_id"]))
+    if not unrecorded:
+        return record
+    paths = _ranking(ranking).set_index("image_id")["path"]
+    rows = []
+    for image_id in unrecorded:
+        task = in_project[image_id]
+        data = task.get("data") or {}
+        rows.append(
+            {
+                "image_id": image_id,
+                "path": str(paths.get(image_id, "")),
+                "rank": int(data.get("rank") or 0),
+                "reason": str(data.get("reason") or ""),
+                "cluster": int(data.get("cluster") or 0),
+                "picked_as": str(data.get("picked_as") or "in the project already"),
+                "batch": 0,
+                "sent_at": pd.Timestamp(task.get("created_at") or now),
+                "tool": tool,
+                "task_id": int(task["id"]),
+                "status": WAITING,
+            }
+        )
+    extra = pd.DataFrame(rows, columns=RECORD_COLUMNS).astype(empty_record().dtypes.to_dict())
+    return _combine(record, extra)
+
+
+def _with_status(
+    record: pd.DataFrame, in_project: dict[str, dict[str, Any]], labelled: Container[str]
+) -> pd.DataFrame:
+    """Each sent image's task id and status as the project and the labelled set are now."""
+    record = record.copy()
+    record["task_id"] = pd.array(
+        [
+            int(in_project[image_id]["id"]) if image_id in in_project else task_id
+            for image_id, task_id in zip(
+                record["image_id"], record["task_id"].astype("object"), strict=True
+            )
+        ],
+        dtype="Int64",
+    )
+    statuses = [
+        LABELLED
+        if image_id in labelled
+        else (task_status(in_project[image_id]) if image_id in in_project else DELETED)
+        for image_id in record["image_id"]
+    ]
+    record["status"] = pd.Series(statuses, index=record.index, dtype="str")
+    return record
 
 
 # --------------------------------------------------------------------------- CVAT
