@@ -10,8 +10,17 @@ export SENTRY_OPT_OUT := 1
 export FASTDUP_PRODUCTION := 1
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_DIR := $(DATA)/fiftyone/db
+# Label Studio lives in its own venv: its exact pins (Django, its SDK) clash with FiftyOne's.
+LABEL_STUDIO_VERSION := 1.23.2
+LABEL_STUDIO_PORT ?= 8080
+export IMGRANK_LABEL_STUDIO_VENV ?= $(CURDIR)/.label-studio
+# Where imgrank finds Label Studio (defaults: the one `make label-studio` runs).
+export IMGRANK_LABEL_STUDIO_URL ?= http://127.0.0.1:$(LABEL_STUDIO_PORT)
+export IMGRANK_LABEL_STUDIO_TOKEN_FILE ?= $(DATA)/label-studio/token
+export IMGRANK_LABEL_STUDIO_DOCUMENT_ROOT ?= $(DATA)
 
 .PHONY: demo demo-kartaview app test ui bench lint install clean-data
+.PHONY: label-studio label-studio-install send
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +54,23 @@ demo-kartaview: install $(DAGSTER_HOME)/dagster.yaml
 # the ranking. Ctrl-C (or SIGTERM) stops it and every process it started.
 app: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m imgrank_dagster.cli app
+
+$(IMGRANK_LABEL_STUDIO_VENV)/.installed:
+	test -x $(IMGRANK_LABEL_STUDIO_VENV)/bin/python || $(PYTHON) -m venv $(IMGRANK_LABEL_STUDIO_VENV)
+	$(IMGRANK_LABEL_STUDIO_VENV)/bin/pip install --quiet --upgrade pip
+	$(IMGRANK_LABEL_STUDIO_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
+	touch $@
+
+label-studio-install: $(IMGRANK_LABEL_STUDIO_VENV)/.installed
+
+# Label Studio on 127.0.0.1:$(LABEL_STUDIO_PORT) (SQLite in data/label-studio, the data folder
+# served as local files), with the demo's account and token. Ctrl-C stops it.
+label-studio: install label-studio-install
+	$(BIN)/python -m imgrank_dagster.devtools.label_studio --port $(LABEL_STUDIO_PORT)
+
+# The demo's next batch to Label Studio (COUNT=N: the top N of the ranking).
+send: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m imgrank_dagster.cli send demo $(if $(COUNT),--count $(COUNT))
 
 test: install
 	$(BIN)/ruff check .

@@ -101,7 +101,7 @@ def one_change(
     exclude.add(pick)
     before = export.stat().st_mtime_ns
     known = {r.dagster_run.run_id for r in instance.get_run_records(limit=50)}
-    with (data_dir / COLLECTION / "labels.csv").open("a") as handle:
+    with (data_dir / COLLECTION / "labels" / "labels.csv").open("a") as handle:
         handle.write(f"{pick}\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -195,7 +195,7 @@ def main() -> None:
         data_dir.mkdir()
         (data_dir / "collections.yaml").write_text(
             "collections:\n  demo:\n    source: {type: folder, path: demo/images}\n"
-            "    labels: demo/labels.csv\n"
+            "    labels: demo/labels/\n"
         )
         env = {
             **os.environ,

@@ -53,7 +53,7 @@ def heavy_modules(env: dict[str, str]) -> list[str]:
 def label_change_runs(env: dict[str, str], data_dir: Path, repeat: int) -> list[dict[str, float]]:
     import dagster as dg
 
-    labels = data_dir / "demo" / "labels.csv"
+    labels = data_dir / "demo" / "labels" / "labels.csv"
     ranking = (data_dir / "exports" / "demo" / "all_score_after_rank.csv").read_text()
     unlabelled = [line.split(",")[1] for line in ranking.splitlines()[1 : repeat + 1]]
     figures = []
@@ -93,7 +93,7 @@ def main() -> None:
         data_dir.mkdir()
         home.mkdir()
         collections = "collections:\n  demo:\n    source: {type: folder, path: demo/images}\n"
-        (data_dir / "collections.yaml").write_text(collections + "    labels: demo/labels.csv\n")
+        (data_dir / "collections.yaml").write_text(collections + "    labels: demo/labels\n")
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),

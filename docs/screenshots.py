@@ -5,10 +5,18 @@
 
 Writes docs/report.png (the HTML report, opened from disk) and docs/fiftyone_app.png (the App
 on the demo's "label next" view), each reduced to 256 colours to stay small.
+
+    make label-studio          # in another terminal, then `make send`
+    .venv/bin/python docs/screenshots.py label-studio
+
+writes docs/label_studio.png: the demo's Label Studio project, the best-ranked task without an
+annotation open, with imgrank's rank, cluster and reason above the image.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import sys
 import tempfile
@@ -79,7 +87,49 @@ def app_screenshot(port: int) -> None:
         driver.quit()
 
 
+def label_studio_screenshot() -> int:
+    from imgrank_dagster.core.annotation.client import LabelStudioClient, LabelStudioSettings
+    from imgrank_dagster.lib.names import LABEL_STUDIO_DIR
+
+    settings = LabelStudioSettings.from_env(
+        {
+            "IMGRANK_LABEL_STUDIO_URL": "http://127.0.0.1:8080",
+            "IMGRANK_LABEL_STUDIO_TOKEN_FILE": str(default_data_dir() / LABEL_STUDIO_DIR / "token"),
+            **os.environ,
+        }
+    )
+    credentials = json.loads(
+        (default_data_dir() / LABEL_STUDIO_DIR / "credentials.json").read_text()
+    )
+    with LabelStudioClient.from_settings(settings) as client:
+        (project,) = client.projects_titled(COLLECTION)
+        tasks = list(client.tasks(project["id"]))
+        waiting = [
+            t for t in tasks if not t["total_annotations"] and not t["cancelled_annotations"]
+        ]
+    if not waiting:
+        print("no task without an annotation: run `make send` first", file=sys.stderr)
+        return 1
+    task = min(waiting, key=lambda task: task["data"]["rank"])
+    driver = browser(1400, 820)
+    try:
+        driver.get(f"{settings.url}/user/login/")
+        time.sleep(3)
+        driver.find_element(By.NAME, "email").send_keys(credentials["username"])
+        driver.find_element(By.NAME, "password").send_keys(credentials["password"])
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        time.sleep(3)
+        driver.get(f"{settings.url}/projects/{project['id']}/data?task={task['id']}")
+        time.sleep(12)  # the data manager, then the labelling interface and the image
+        save_small_png(driver.get_screenshot_as_png(), DOCS / "label_studio.png")
+    finally:
+        driver.quit()
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["label-studio"]:
+        return label_studio_screenshot()
     imgrank = ImgrankConfig(data_dir=str(default_data_dir()))
     report = imgrank.exports_dir(COLLECTION) / REPORT_DIR / REPORT_INDEX
     if not report.is_file():

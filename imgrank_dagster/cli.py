@@ -4,6 +4,7 @@
     imgrank rank NAME [--top N]        ingest what is missing, rank, write the CSV and report
     imgrank status [NAME]              sequences, images, last ranking, labels
     imgrank app [NAME]                 the FiftyOne App on a ranked collection
+    imgrank send NAME [--count N]      the next batch to the annotation tool (Label Studio)
     imgrank demo | demo-kartaview      the development demos (imgrank_dagster.devtools)
 
 Every command goes through the same jobs and the same Dagster instance as the UI (DAGSTER_HOME,
@@ -38,7 +39,7 @@ from imgrank_dagster.lib.names import (
     REPORT_INDEX,
 )
 from imgrank_dagster.lib.resources import ImgrankConfig, build_resources, default_data_dir
-from imgrank_dagster.lib.runs import ingest_collection, register_partitions, run_job
+from imgrank_dagster.lib.runs import ingest_collection, register_partitions, run_job, send_batch
 
 DEMO_COLLECTION = "demo"
 APP_ADDRESS = "127.0.0.1"
@@ -295,6 +296,17 @@ def run_app(collection: str, port: int) -> int:
     return 0
 
 
+# --- send ---------------------------------------------------------------------------------------
+
+
+def run_send(collection: str, count: int | None, per_cluster: int | None) -> int:
+    """Send the collection's next batch to its annotation tool (the annotation_batch asset)."""
+    definitions = build_definitions(build_resources(data_dir=default_data_dir()))
+    ok, message = send_batch(definitions, _instance(), collection, count, per_cluster)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -350,6 +362,14 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("name", nargs="?", help=f"the collection (default {DEMO_COLLECTION})")
     app.add_argument("--collection", help=argparse.SUPPRESS)  # the older spelling
     app.add_argument("--port", type=int, default=5151)
+    send = commands.add_parser(
+        "send",
+        help="send the collection's next batch to its annotation tool (Label Studio, or a CVAT "
+        "task file); images already sent are never sent again",
+    )
+    send.add_argument("name")
+    send.add_argument("--count", type=int, help="images from the top of the ranking")
+    send.add_argument("--per-cluster", type=int, help="images per cluster without labels")
     demo = commands.add_parser("demo", help="generate, ingest and rank the demo collection")
     demo.add_argument("--images", type=int, default=600)
     demo.add_argument("--seed", type=int, default=0)
@@ -376,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_status(args.name)
     if args.command == "app":
         return run_app(args.name or args.collection or DEMO_COLLECTION, args.port)
+    if args.command == "send":
+        return run_send(args.name, args.count, args.per_cluster)
     _instance()  # DAGSTER_HOME for the demos
     from imgrank_dagster.devtools import demos
 

@@ -137,7 +137,7 @@ def _pipeline(root: Path, instance: dg.DagsterInstance) -> Pipeline:
             root=data_dir / name,
             images_dir=data_dir / name / "images",
             manifest_path=data_dir / name / "manifest.csv",
-            labels_path=data_dir / name / "labels.csv",
+            labels_path=data_dir / name / "labels" / "labels.csv",
             n_images=images,
             n_sequences=sequences,
             n_labelled=0,
@@ -156,7 +156,7 @@ def build_pipeline(root: Path, instance: dg.DagsterInstance) -> Pipeline:
     collections = {
         name: {
             "source": {"type": "folder", "path": f"{name}/images"},
-            "labels": f"{name}/labels.csv",
+            "labels": f"{name}/labels",
             "strategy": strategy,
         }
         for name, (_, _, _, strategy) in TEST_COLLECTIONS.items()

@@ -32,6 +32,7 @@ ASSET_GROUPS = {
     "embedding_map": "views",
     "ranking_report": "views",
     "fiftyone_dataset": "views",
+    "annotation_batch": "annotation",
 }
 
 
@@ -55,10 +56,12 @@ def test_jobs_sensors_schedules_snapshot() -> None:
         "ingest_sequences",
         "rank_collection",
         "refresh_views",
+        "send_annotation_batch",
     }
     assert {sensor.name for sensor in repository.sensor_defs} == {
         "collections_sensor",
         "kartaview_sequences_sensor",
+        "label_studio_sensor",
         "labels_sensor",
         "rank_after_ingestion_sensor",
         "visualization_automation_sensor",
@@ -96,7 +99,12 @@ def test_label_dependent_assets_are_exactly_downstream_of_the_labelled_set() -> 
         key.to_user_string()
         for key in dg.AssetSelection.keys("labeling_priority").downstream().resolve(graph)
     }
-    assert downstream == {"labeling_priority", "ranking_report", "fiftyone_dataset"}
+    assert downstream == {
+        "labeling_priority",
+        "ranking_report",
+        "fiftyone_dataset",
+        "annotation_batch",
+    }
 
 
 def test_every_asset_is_partitioned_and_described() -> None:

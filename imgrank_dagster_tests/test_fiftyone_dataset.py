@@ -158,7 +158,7 @@ def test_a_rerank_updates_the_dataset_in_place(fo: Any, fresh_pipeline) -> None:
     newly_labelled = ranking["image_id"].head(3).tolist()
     # A tag people added in the App survives the update.
     dataset.select_by("image_id", [ranking["image_id"].iloc[5]]).tag_samples("checked")
-    labels_file = pipeline.data_dir / "city" / "labels.csv"
+    labels_file = pipeline.data_dir / "city" / "labels" / "labels.csv"
     labels = pd.read_csv(labels_file)["image_id"].tolist()
     pd.DataFrame({"image_id": sorted(labels + newly_labelled)}).to_csv(labels_file, index=False)
 

@@ -254,19 +254,23 @@ def test_coco_export_lists_its_images(tmp_path: Path, images: pd.DataFrame, inde
         line_containing(text, '"seq-001/frame_0002.jpg"'),
         line_containing(text, '"frame_0003.jpg"'),
     ]
-    match = match_labels(entries, images)
-    assert match.labelled.to_dict("records") == [
+    labelled = match_labels(entries, images).labelled
+    assert labelled.astype(object).where(labelled.notna(), None).to_dict("records") == [
         {
             "image_id": "seq-001/frame_0002",
             "source_file": "instances_default.json",
             "line": entries[0].line,
             "matched_by": "path",
+            "class": "car",  # its annotation's category
+            "classes": ["car"],
         },
         {
             "image_id": "seq-001/frame_0003",
             "source_file": "instances_default.json",
             "line": entries[1].line,
             "matched_by": "file_name",
+            "class": None,  # annotated as empty
+            "classes": [],
         },
     ]
 
@@ -355,11 +359,13 @@ def test_cvat_for_images_export(tmp_path: Path, images: pd.DataFrame) -> None:
             "seq-001/frame_0001.jpg",
             "annotations.xml",
             line_containing(text, 'name="seq-001/frame_0001.jpg"'),
+            ("car",),
         ),
         LabelEntry(
             "seq-002/frame_0004.jpg",
             "annotations.xml",
             line_containing(text, 'name="seq-002/frame_0004.jpg"'),
+            ("car",),
         ),
     ]
     assert labelled_ids(match_labels(entries, images)) == [
@@ -529,7 +535,14 @@ def test_suffix_match_when_image_paths_are_deeper_than_label_names() -> None:
 def test_no_entries_give_an_empty_typed_frame(images: pd.DataFrame) -> None:
     labelled = match_labels([], images).labelled
 
-    assert list(labelled.columns) == ["image_id", "source_file", "line", "matched_by"]
+    assert list(labelled.columns) == [
+        "image_id",
+        "source_file",
+        "line",
+        "matched_by",
+        "class",
+        "classes",
+    ]
     assert len(labelled) == 0 and labelled["line"].dtype == "int64"
 
 

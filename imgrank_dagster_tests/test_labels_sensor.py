@@ -1,5 +1,7 @@
 """labels_sensor on a real instance: cheap checks, one run per change, incremental re-ranking."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -23,13 +25,17 @@ def evaluate(pipeline, cursor: str | None):
         return result, context.cursor if not isinstance(result, dg.SensorResult) else result.cursor
 
 
+def labels_file(pipeline, collection: str) -> Path:
+    return pipeline.data_dir / collection / "labels" / "labels.csv"
+
+
 def write_labels(pipeline, collection: str, image_ids: list[str]) -> None:
-    path = pipeline.data_dir / collection / "labels.csv"
-    pd.DataFrame({"image_id": sorted(image_ids)}).to_csv(path, index=False)
+    frame = pd.DataFrame({"image_id": sorted(image_ids)})
+    frame.to_csv(labels_file(pipeline, collection), index=False)
 
 
 def labels_of(pipeline, collection: str) -> list[str]:
-    return pd.read_csv(pipeline.data_dir / collection / "labels.csv")["image_id"].tolist()
+    return pd.read_csv(labels_file(pipeline, collection))["image_id"].tolist()
 
 
 def unlabelled(pipeline, collection: str, count: int) -> list[str]:
@@ -99,7 +105,7 @@ def test_a_malformed_file_fails_a_check_and_keeps_the_ranking(fresh_pipeline) ->
     pipeline = fresh_pipeline
     _, cursor = evaluate(pipeline, None)
     before = pipeline.read("labeling_priority", "city")
-    labels = pipeline.data_dir / "city" / "labels.csv"
+    labels = pipeline.data_dir / "city" / "labels" / "labels.csv"
     labels.write_text('image_id\n"seq-000/frame_0001\nseq-000/frame_0002\n')
     result, cursor = evaluate(pipeline, cursor)
     assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
@@ -127,7 +133,7 @@ def test_names_that_match_no_image_or_several_fail_a_warning_check(fresh_pipelin
     pipeline = fresh_pipeline
     _, cursor = evaluate(pipeline, None)
     known = labels_of(pipeline, "city")
-    path = pipeline.data_dir / "city" / "labels.csv"
+    path = pipeline.data_dir / "city" / "labels" / "labels.csv"
     path.write_text("image_id\n" + "".join(f"{name}\n" for name in known) + "seq-000/typo\n")
     result, _ = evaluate(pipeline, cursor)
     run = execute(pipeline, result.run_requests[0])

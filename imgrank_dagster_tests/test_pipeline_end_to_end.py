@@ -87,7 +87,7 @@ def test_collection_images_lists_every_file_with_its_status(ranked_pipeline) -> 
 
 
 def test_labelled_set_matches_the_labels_file(ranked_pipeline) -> None:
-    labels = pd.read_csv(ranked_pipeline.data_dir / "city" / "labels.csv")
+    labels = pd.read_csv(ranked_pipeline.data_dir / "city" / "labels" / "labels.csv")
     labelled = ranked_pipeline.read("labeled_images", "city")
     assert sorted(labelled["image_id"]) == sorted(labels["image_id"])
 

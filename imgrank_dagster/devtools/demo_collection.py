@@ -9,7 +9,8 @@ from one area. Only numpy and Pillow; no downloads; the same seed gives byte-ide
 Layout under the root directory:
     images/<sequence_id>/frame_NNNN.jpg
     manifest.csv   ground truth, one row per file (MANIFEST_COLUMNS)
-    labels.csv     one column image_id: the images that count as already labelled
+    labels/labels.csv   one column image_id: the images that count as already labelled (a
+                   folder: annotation tools deliver their exports next to it)
 
 Run `python -m imgrank_dagster.devtools.demo_collection --root data/demo` to write one.
 """
@@ -61,7 +62,10 @@ MIN_IMAGES = 30
 STILL_SEQUENCE_SHARE = 0.125
 # Share of the images per pixel defect (at least one each); plus one truncated, one non-image.
 DEFECT_SHARES = {"blurred": 0.03, "dark": 0.015, "overexposed": 0.015, "black": 0.005}
-_COLLECTION_ENTRIES = frozenset({"images", "manifest.csv", "labels.csv"})
+# "labels.csv": where demos before the labels folder kept their labels.
+_COLLECTION_ENTRIES = frozenset({"images", "manifest.csv", "labels", "labels.csv"})
+LABELS_DIR = "labels"
+LABELS_FILE = "labels.csv"
 
 RGB = tuple[int, int, int]
 
@@ -1375,7 +1379,7 @@ def generate_demo_collection(
 
     n_images counts every file, the truncated JPEG and the non-image included; n_sequences
     defaults to one per IMAGES_PER_SEQUENCE images; labelled_fraction of the images go into
-    labels.csv. The same arguments always write byte-identical files.
+    labels/labels.csv. The same arguments always write byte-identical files.
     """
     root = Path(root)
     _validate(n_images, n_sequences, seed, labelled_fraction)
@@ -1395,7 +1399,8 @@ def generate_demo_collection(
         for plan in plans:
             _write_sequence(plan, staging / "images" / plan.sequence_id, seed, noise)
         _write_manifest(staging / "manifest.csv", plans)
-        _write_labels(staging / "labels.csv", labels)
+        (staging / LABELS_DIR).mkdir()
+        _write_labels(staging / LABELS_DIR / LABELS_FILE, labels)
         _swap_into_place(staging, root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -1409,7 +1414,7 @@ def generate_demo_collection(
         root=root,
         images_dir=root / "images",
         manifest_path=root / "manifest.csv",
-        labels_path=root / "labels.csv",
+        labels_path=root / LABELS_DIR / LABELS_FILE,
         n_images=n_images,
         n_sequences=n_sequences,
         n_labelled=len(labels),

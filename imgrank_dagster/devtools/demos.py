@@ -43,6 +43,17 @@ def _register(instance: dg.DagsterInstance, imgrank: ImgrankConfig) -> None:
         print(f"warning: {problem}", file=sys.stderr)
 
 
+def _move_labels_into_folder(demo_root: Path) -> None:
+    """Demos generated before the labels folder kept labels.csv beside images/."""
+    from imgrank_dagster.devtools.demo_collection import LABELS_DIR, LABELS_FILE
+
+    old, folder = demo_root / LABELS_FILE, demo_root / LABELS_DIR
+    if old.is_file() and not folder.exists():
+        folder.mkdir()
+        old.rename(folder / LABELS_FILE)
+        print(f"moved {old} into {folder}/ (the demo's labels are a folder now)")
+
+
 def run_demo(images: int, seed: int) -> int:
     """Generate (once), ingest and rank the demo collection, then build its views."""
     from imgrank_dagster.devtools.demo_collection import generate_demo_collection
@@ -56,6 +67,7 @@ def run_demo(images: int, seed: int) -> int:
             f"generated {summary.n_images} demo images in {summary.n_sequences} sequences "
             f"under {summary.images_dir} ({time.perf_counter() - started:.1f} s)"
         )
+    _move_labels_into_folder(demo_root)
     resources = build_resources(data_dir=data_dir)
     definitions = build_definitions(resources)
     imgrank: ImgrankConfig = resources["imgrank"]

@@ -72,6 +72,8 @@ COLUMNS: dict[str, str] = {
     "source_file": "The label file that names the image (relative to the labels path).",
     "line": "The line of that file.",
     "matched_by": "How the name matched the image: id, path or file_name.",
+    "class": "The image's class from the label files (its most frequent one; '' when none).",
+    "classes": "Every class the label files give the image.",
     # the ranking
     "rank": "Place in the 'label this first' list (1 = first).",
     "region": "Where the image sits: good/medium/bad (study), coverage/held back/defect "
@@ -120,6 +122,18 @@ ASSET_COLUMNS: dict[str, dict[str, str]] = {
         "bytes": "Its size in bytes.",
     },
     "kartaview_sequences": {"sequence_id": "A KartaView sequence id found in the area."},
+    "annotation_batch": {
+        "rank": "The image's rank when it was sent.",
+        "reason": "Why it was picked, as the task shows annotators.",
+        "cluster": "Its cluster when it was sent.",
+        "picked_as": "Which part of the batch picked it (top of the ranking, cluster without "
+        "labels, ...).",
+        "batch": "The batch it went in (1, 2, ...).",
+        "sent_at": "When it was sent (UTC).",
+        "tool": "The annotation tool: label-studio or cvat.",
+        "task_id": "Its task in Label Studio (empty for a CVAT file).",
+        "status": "Now: labelled, annotated, skipped, waiting, deleted, or sent (CVAT).",
+    },
 }
 
 

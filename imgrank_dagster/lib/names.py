@@ -12,6 +12,7 @@ FEATURES_GROUP = "features"
 LABELS_GROUP = "labels"
 RANKING_GROUP = "ranking"
 VIEWS_GROUP = "views"
+ANNOTATION_GROUP = "annotation"
 
 # Asset keys, in pipeline order.
 KARTAVIEW_SEQUENCES = dg.AssetKey("kartaview_sequences")
@@ -30,6 +31,7 @@ LABELING_PRIORITY = dg.AssetKey("labeling_priority")
 EMBEDDING_MAP = dg.AssetKey("embedding_map")
 RANKING_REPORT = dg.AssetKey("ranking_report")
 FIFTYONE_DATASET = dg.AssetKey("fiftyone_dataset")
+ANNOTATION_BATCH = dg.AssetKey("annotation_batch")
 
 # Jobs.
 DISCOVER_KARTAVIEW_JOB = "discover_kartaview"
@@ -37,6 +39,7 @@ INGEST_SEQUENCES_JOB = "ingest_sequences"
 RANK_COLLECTION_JOB = "rank_collection"
 APPLY_LABELS_JOB = "apply_labels"
 REFRESH_VIEWS_JOB = "refresh_views"
+SEND_ANNOTATION_BATCH_JOB = "send_annotation_batch"
 
 # Concurrency pool of the steps that run fastdup (one at a time: it uses every core).
 FASTDUP_POOL = "fastdup"
@@ -52,6 +55,7 @@ LANE_TAG = "imgrank/lane"
 PIPELINE_LANE = "pipeline"  # discovery, ingestion, ranking
 LABELS_LANE = "labels"
 VIEWS_LANE = "views"
+ANNOTATION_LANE = "annotation"  # sending a batch to the annotation tool (no limit)
 # A run over a range of partitions (what a single-run backfill launches).
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -60,5 +64,8 @@ PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 RANKING_EXPORT_NAME = "all_score_after_rank.csv"  # the study's file name
 REPORT_DIR = "report"
 REPORT_INDEX = "index.html"
+# Label Studio started by `make label-studio`, under the data folder: its database, the demo
+# account's token.
+LABEL_STUDIO_DIR = "label-studio"
 # FiftyOne's database under the data folder, unless FIFTYONE_DATABASE_DIR says otherwise.
 FIFTYONE_DB_DIR = "fiftyone/db"

@@ -18,12 +18,15 @@ import dagster as dg
 from imgrank_dagster.core.config import Collection
 from imgrank_dagster.core.config.keys import collection_of, sequence_keys_of
 from imgrank_dagster.lib.names import (
+    ANNOTATION_BATCH,
     IMAGE_FEATURES,
     INGEST_SEQUENCES_JOB,
+    LABELING_PRIORITY,
     LANE_TAG,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
     PARTITION_TAG,
+    SEND_ANNOTATION_BATCH_JOB,
 )
 from imgrank_dagster.lib.partitions import (
     collection_partitions,
@@ -96,6 +99,7 @@ def run_job(
     *,
     log_level: str = "INFO",
     progress: StepProgress | None = None,
+    run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """One run of a job (for one partition, or the range its tags name); failures are in the
     result, not raised. progress, if given, hears of every step as it starts and ends."""
@@ -106,7 +110,7 @@ def run_job(
         instance=instance,
         partition_key=partition_key,
         tags=tags,
-        run_config=_logs(log_level),
+        run_config={**_logs(log_level), **(run_config or {})},
         raise_on_error=False,
         run_id=run_id,
     )
@@ -212,3 +216,33 @@ def collections_with_active_runs(
             if tags.get(tag):
                 busy.add(collection_of(tags[tag]))
     return busy
+
+
+def send_batch(
+    definitions: dg.Definitions,
+    instance: dg.DagsterInstance,
+    collection: str,
+    count: int | None = None,
+    per_cluster: int | None = None,
+) -> tuple[bool, str]:
+    """Send a ranked collection's next batch (a run of annotation_batch); (ok, message)."""
+    if collection not in instance.get_materialized_partitions(LABELING_PRIORITY):
+        return False, f"collection {collection!r} is not ranked yet: rank it first"
+    node = ANNOTATION_BATCH.to_user_string()
+    config = {"count": count, "per_cluster": per_cluster}
+    result = run_job(
+        definitions,
+        instance,
+        SEND_ANNOTATION_BATCH_JOB,
+        collection,
+        run_config={"ops": {node: {"config": config}}},
+    )
+    if not result.success:
+        failures = [event.message for event in result.all_events if event.is_step_failure]
+        return False, f"sending failed: {'; '.join(failures) or 'see the run in the Dagster UI'}"
+    metadata = result.asset_materializations_for_node(node)[0].metadata
+    sent, target = metadata["sent_now"].value, metadata["target"].value
+    if not sent:
+        return True, f"{collection}: nothing new to send; the batch is in {target}"
+    batch = metadata["batch"].value
+    return True, f"{collection}: sent {sent} new image(s) as batch {batch} to {target}"

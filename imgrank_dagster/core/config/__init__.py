@@ -2,6 +2,7 @@
 
 from imgrank_dagster.core.config.collections import (
     STRATEGIES,
+    AnnotationSettings,
     BoundingBox,
     Collection,
     CollectionConfigError,
@@ -16,6 +17,7 @@ from imgrank_dagster.core.config.collections import (
 
 __all__ = [
     "STRATEGIES",
+    "AnnotationSettings",
     "BoundingBox",
     "Collection",
     "CollectionConfigError",

@@ -179,6 +179,43 @@ class ScoringSettings(_Strict):
         return self
 
 
+# Annotation tools a collection can send its next batch to (imgrank_dagster.core.annotation).
+AnnotationTool = Literal["label-studio", "cvat"]
+# The labelling interface: one class per image, or boxes with a class each.
+AnnotationTask = Literal["classification", "boxes"]
+
+
+class AnnotationSettings(_Strict):
+    """Where a collection's next batch is labelled, with which classes and how many at once."""
+
+    tool: AnnotationTool = "label-studio"
+    task: AnnotationTask = "classification"
+    classes: list[str] = Field(min_length=1)
+    # The next batch_size unlabelled images of the ranking, plus up to per_cluster images of
+    # every cluster without a labelled image (batch_size: 0 sends per cluster only).
+    batch_size: int = Field(default=20, ge=0, le=10_000)
+    per_cluster: int | None = Field(default=None, ge=1, le=1_000)
+    # The Label Studio project's title; the collection's name when not given.
+    project: str | None = Field(default=None, min_length=1, max_length=50)
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, classes: list[str]) -> list[str]:
+        stripped = [name.strip() for name in classes]
+        if any(not name for name in stripped):
+            raise ValueError("class names must not be empty")
+        duplicated = sorted({name for name in stripped if stripped.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"class names must be distinct; repeated: {duplicated}")
+        return stripped
+
+    @model_validator(mode="after")
+    def _sends_something(self) -> AnnotationSettings:
+        if self.batch_size == 0 and self.per_cluster is None:
+            raise ValueError("batch_size 0 needs per_cluster (otherwise nothing is ever sent)")
+        return self
+
+
 class Collection(_Strict):
     name: str
     source: Source
@@ -186,6 +223,8 @@ class Collection(_Strict):
     # "coverage" beat the study's formula on real images (README, benchmarks/ranking_quality.py).
     strategy: Strategy = "coverage"
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    # The annotation tool the next batch goes to; None: labels arrive as files only.
+    annotation: AnnotationSettings | None = None
     # Directory that relative paths were resolved against (the collections file's folder).
     data_dir: Path
 
@@ -204,6 +243,11 @@ class Collection(_Strict):
         if isinstance(self.source, FolderSource):
             return self.source.path
         return self.source.images_dir or self.data_dir / "images" / self.name
+
+    @property
+    def project_title(self) -> str:
+        """The annotation project's title: the collection's name unless it declares one."""
+        return (self.annotation.project if self.annotation else None) or self.name
 
 
 def _format_errors(path: Path, name: str, error: ValidationError) -> str:
@@ -283,6 +327,14 @@ def _check_paths(path: Path, collection: Collection) -> None:
         raise CollectionConfigError(
             f"{path}: collection {collection.name!r}: labels folder "
             f"{collection.labels.parent} does not exist"
+        )
+    # Labels from an annotation tool land in the labels folder, next to the other label files.
+    if collection.annotation is not None and (labels is None or labels.is_file()):
+        problem = "has no labels path" if labels is None else f"has a labels file ({labels})"
+        raise CollectionConfigError(
+            f"{path}: collection {collection.name!r} declares annotation but {problem}: "
+            "annotations come back into a labels folder, so set labels: to a folder "
+            "(and move any label files into it)"
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from imgrank_dagster.core.labels.formats import LabelFileError, list_label_files
@@ -14,14 +14,23 @@ MISSING_FINGERPRINT = "missing"
 EMPTY_SET_HASH = hashlib.sha256(b"").hexdigest()
 
 
-def labelled_set_hash(image_ids: Iterable[str]) -> str:
-    """sha256 hex of the sorted unique ids joined by newlines (EMPTY_SET_HASH for none)."""
+def labelled_set_hash(
+    image_ids: Iterable[str], classes: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """sha256 hex of the sorted unique ids joined by newlines (EMPTY_SET_HASH for none).
+
+    An image with classes contributes "<id>\t<class>\t<class>..." instead of its id, so a
+    class changing alone changes the hash, and a labelled set without any class hashes as
+    it always did.
+    """
     unique: set[str] = set()
     for image_id in image_ids:
         if not isinstance(image_id, str) or not image_id:
             raise ValueError(f"image ids must be non-empty strings, got {image_id!r}")
         unique.add(image_id)
-    return hashlib.sha256("\n".join(sorted(unique)).encode()).hexdigest()
+    classes = classes or {}
+    lines = sorted("\t".join([image_id, *classes.get(image_id, ())]) for image_id in unique)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def label_source_fingerprint(path: Path | None) -> str:

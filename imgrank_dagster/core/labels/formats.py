@@ -6,17 +6,23 @@ order of their relative names). Supported formats, chosen by extension and conte
 - ``.csv`` / ``.txt``: one image id or relative path per line. Blank lines and lines starting
   with ``#`` are ignored. A CSV may start with a header naming the column to use (image_id,
   path, file_name, filename, file or id, in that preference); without one the first column is
-  used. A TXT line is taken whole.
-- ``.json``: a COCO export (an object with ``images[].file_name``) or a Label Studio JSON export
-  (a list of tasks whose image reference is ``data.image``, else the first string in ``data``).
+  used. A header may also name a class column (``label``, else ``class``). A TXT line is taken
+  whole.
+- ``.json``: a COCO export (an object with ``images[].file_name``; classes from
+  ``annotations[].category_id`` -> ``categories[].name``) or a Label Studio JSON export (a list
+  of tasks whose image reference is ``data.image``, else the first string in ``data``).
   Label Studio references are reduced to the file they name: ``/data/local-files/?d=<path>``
   gives ``<path>``, ``/data/upload/<project>/<8 hex>-<name>`` gives ``<name>``, URLs give their
   URL-decoded path. A task exported with an ``annotations`` list that holds no submitted
-  (non-cancelled) annotation is not labelled and is left out.
-- ``.xml``: a CVAT for images 1.1 export (``<annotations><image name="..."/>``).
+  (non-cancelled) annotation is not labelled and is left out. Its classes are the choices and
+  labels (``choices``, ``labels``, ``rectanglelabels``, ``polygonlabels``, ...) of one
+  submitted annotation: the ground truth if one is marked, else the last updated.
+- ``.xml``: a CVAT for images 1.1 export (``<annotations><image name="..."/>``); classes from
+  the ``label`` of each shape or tag inside an ``<image>``.
 
 
-Every image listed counts as labelled (COCO and CVAT list images annotated as empty too).
+Every image listed counts as labelled (COCO and CVAT list images annotated as empty too). An
+entry's classes are in order of appearance, repeats kept (three boxes of "car" are three).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ LABEL_SUFFIXES = frozenset({".csv", ".txt", ".json", ".xml"})
 # Header names that mark the name column of a CSV, most specific first: a CSV holding both
 # "path" and "id" columns most likely has a numeric row id in "id".
 NAME_COLUMNS = ("image_id", "path", "file_name", "filename", "file", "id")
+# Header names of a CSV's class column, in that preference.
+CLASS_COLUMNS = ("label", "class")
 
 # Label Studio stores uploads as "<first 8 hex of a uuid4>-<original name>".
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
@@ -56,6 +64,7 @@ class LabelEntry:
     name: str
     source_file: str  # relative to the labels path (the file name when labels is one file)
     line: int
+    classes: tuple[str, ...] = ()  # the classes the file gives the image, in order
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,7 @@ def _decode(file: Path, data: bytes) -> str:
 def _read_list(file: Path, source: str, text: str, is_csv: bool) -> list[LabelEntry]:
     entries: list[LabelEntry] = []
     column: int | None = None  # index of the name column, decided by the first row
+    class_column: int | None = None  # index of the class column, from a header only
     for number, raw_line in enumerate(text.split("\n"), start=1):
         line = raw_line.rstrip("\r")
         stripped = line.strip()
@@ -182,10 +192,14 @@ def _read_list(file: Path, source: str, text: str, is_csv: bool) -> list[LabelEn
             named = [name for name in NAME_COLUMNS if name in header]
             column = header.index(named[0]) if named else 0
             if named:
+                classes = [name for name in CLASS_COLUMNS if name in header]
+                class_column = header.index(classes[0]) if classes else None
                 continue
         if column >= len(cells) or not cells[column]:
             raise LabelFileError(f"{file}: line {number}: no image name in column {column + 1}")
-        entries.append(LabelEntry(cells[column], source, number))
+        has_class = class_column is not None and class_column < len(cells)
+        label = cells[class_column] if has_class else ""
+        entries.append(LabelEntry(cells[column], source, number, (label,) if label else ()))
     return entries
 
 
@@ -201,8 +215,9 @@ def _read_json(file: Path, source: str, text: str) -> list[LabelEntry]:
     if isinstance(document, dict) and "images" in document:
         references = _coco_references(file, text, document)
         names = references
+        classes = _coco_classes(file, text, document)
     elif isinstance(document, list):
-        references = _label_studio_references(file, text, document)
+        references, classes = _label_studio_references(file, text, document)
         names = [_label_studio_name(file, text, reference) for reference in references]
     else:
         raise LabelFileError(
@@ -210,7 +225,10 @@ def _read_json(file: Path, source: str, text: str) -> list[LabelEntry]:
             "Label Studio JSON export (a list of tasks with 'data')"
         )
     lines = _string_lines(text, references)
-    return [LabelEntry(name, source, line) for name, line in zip(names, lines, strict=True)]
+    return [
+        LabelEntry(name, source, line, image_classes)
+        for name, line, image_classes in zip(names, lines, classes, strict=True)
+    ]
 
 
 def _coco_references(file: Path, text: str, document: dict[str, Any]) -> list[str]:
@@ -228,8 +246,77 @@ def _coco_references(file: Path, text: str, document: dict[str, Any]) -> list[st
     return names
 
 
-def _label_studio_references(file: Path, text: str, tasks: list[Any]) -> list[str]:
+def _coco_classes(file: Path, text: str, document: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Each image's category names, from annotations[].image_id and .category_id."""
+    images = document["images"]
+    annotations = document.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise _json_structure_error(file, text, ("annotations",), "'annotations' is not a list")
+    categories: dict[Any, str] = {}
+    for index, category in enumerate(document.get("categories") or []):
+        name = category.get("name") if isinstance(category, dict) else None
+        if not isinstance(name, str) or not name.strip() or "id" not in category:
+            raise _json_structure_error(
+                file, text, ("categories", index), f"categories[{index}] needs 'id' and 'name'"
+            )
+        categories[category["id"]] = name.strip()
+    by_image: dict[Any, list[str]] = {}
+    for index, annotation in enumerate(annotations):
+        if not isinstance(annotation, dict) or "image_id" not in annotation:
+            raise _json_structure_error(
+                file, text, ("annotations", index), f"annotations[{index}] has no 'image_id'"
+            )
+        category = annotation.get("category_id")
+        if category is None:
+            continue
+        if category not in categories:
+            raise _json_structure_error(
+                file,
+                text,
+                ("annotations", index),
+                f"annotations[{index}] has category_id {category!r}, which no category has",
+            )
+        by_image.setdefault(annotation["image_id"], []).append(categories[category])
+    return [tuple(by_image.get(image.get("id"), ())) for image in images]
+
+
+# Keys of a Label Studio result's value that hold class names: <Choices> gives "choices",
+# <Labels> "labels", <RectangleLabels> "rectanglelabels", <PolygonLabels> "polygonlabels"...
+_RESULT_CLASS_KEYS = re.compile(r"^(choices|[a-z]*labels)$")
+
+
+def _annotation_classes(annotation: dict[str, Any]) -> tuple[str, ...]:
+    classes: list[str] = []
+    for result in annotation.get("result") or []:
+        value = result.get("value") if isinstance(result, dict) else None
+        if not isinstance(value, dict):
+            continue
+        for key, names in value.items():
+            if _RESULT_CLASS_KEYS.match(key) and isinstance(names, list):
+                classes.extend(name for name in names if isinstance(name, str) and name)
+    return tuple(classes)
+
+
+def _task_classes(task: dict[str, Any]) -> tuple[str, ...]:
+    """The classes of a task's chosen submitted annotation: ground truth, else the newest."""
+    submitted = [
+        annotation
+        for annotation in task.get("annotations") or []
+        if isinstance(annotation, dict) and not annotation.get("was_cancelled", False)
+    ]
+    if not submitted:
+        return ()
+    truth = [annotation for annotation in submitted if annotation.get("ground_truth")]
+    # ISO 8601 times of one server sort as text; a missing time sorts first.
+    chosen = max(truth or submitted, key=lambda annotation: str(annotation.get("updated_at", "")))
+    return _annotation_classes(chosen)
+
+
+def _label_studio_references(
+    file: Path, text: str, tasks: list[Any]
+) -> tuple[list[str], list[tuple[str, ...]]]:
     references = []
+    classes = []
     for index, task in enumerate(tasks):
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise _json_structure_error(
@@ -250,7 +337,8 @@ def _label_studio_references(file: Path, text: str, tasks: list[Any]) -> list[st
                 file, text, (index, "data"), f"task {index} has no image reference in 'data'"
             )
         references.append(reference)
-    return references
+        classes.append(_task_classes(task))
+    return references, classes
 
 
 def _task_is_labelled(task: dict[str, Any]) -> bool:
@@ -360,11 +448,15 @@ def _read_cvat(file: Path, source: str, data: bytes) -> list[LabelEntry]:
     parser = expat.ParserCreate()
     entries: list[LabelEntry] = []
     depth = 0
+    image: tuple[str, int] | None = None  # the open <image>: its name and line
+    classes: list[str] = []
 
     def start(tag: str, attributes: dict[str, str]) -> None:
-        nonlocal depth
+        nonlocal depth, image
         depth += 1
         line = parser.CurrentLineNumber
+        if depth == 3 and image is not None and attributes.get("label", "").strip():
+            classes.append(attributes["label"].strip())  # <box>, <polygon>, <tag>, ...
         if depth == 1 and tag != "annotations":
             raise LabelFileError(
                 f"{file}: line {line}: root element is <{tag}>, expected <annotations> "
@@ -379,10 +471,14 @@ def _read_cvat(file: Path, source: str, data: bytes) -> list[LabelEntry]:
             name = attributes.get("name", "").strip()
             if not name:
                 raise LabelFileError(f"{file}: line {line}: <image> has no name attribute")
-            entries.append(LabelEntry(name, source, line))
+            image = (name, line)
+            classes.clear()
 
     def end(tag: str) -> None:
-        nonlocal depth
+        nonlocal depth, image
+        if depth == 2 and tag == "image" and image is not None:
+            entries.append(LabelEntry(image[0], source, image[1], tuple(classes)))
+            image = None
         depth -= 1
 
     def entity_declaration(*_: object) -> None:

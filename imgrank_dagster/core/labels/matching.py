@@ -8,6 +8,7 @@ fit none as unknown: neither is guessed.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -18,28 +19,42 @@ import pandas as pd
 from imgrank_dagster.core.labels.formats import LabelEntry, list_label_files, read_files
 
 MATCH_KINDS = ("id", "path", "file_name")
-_LABELLED_COLUMNS = ("image_id", "source_file", "line", "matched_by")
+# class: the image's class (its most frequent, ties by first appearance), None without one;
+# classes: every distinct class the entry gives it, in order of appearance.
+_LABELLED_COLUMNS = ("image_id", "source_file", "line", "matched_by", "class", "classes")
 
 
 @dataclass(frozen=True)
 class LabelMatch:
-    labelled: pd.DataFrame  # image_id, source_file, line, matched_by; one row per image
+    labelled: pd.DataFrame  # _LABELLED_COLUMNS; one row per image
     unknown: list[str]  # names matching no image, sorted
     ambiguous: dict[str, list[str]]  # name -> candidate image ids, both sorted
     skipped_files: list[str]
     labels_missing: bool = False
     # Where each unknown or ambiguous name first appears: name -> (source file, line).
     where: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # image id -> the other classes later entries give it (the first entry with classes wins)
+    class_conflicts: dict[str, list[list[str]]] = field(default_factory=dict)
 
     @property
     def image_ids(self) -> list[str]:
         return self.labelled["image_id"].tolist()
 
+    @property
+    def image_classes(self) -> dict[str, list[str]]:
+        """image id -> its classes (empty without)."""
+        return dict(zip(self.image_ids, map(list, self.labelled["classes"]), strict=True))
+
     def summary(self, max_examples: int = 10) -> dict[str, Any]:
         """Counts and a few examples, JSON-serialisable (for run metadata and logs)."""
         counts = self.labelled["matched_by"].value_counts()
+        classes = self.labelled["class"].value_counts()
         return {
             "labelled": len(self.labelled),
+            "with_class": int(self.labelled["class"].notna().sum()),
+            "classes": {str(name): int(count) for name, count in classes.items()},
+            "class_conflicts": len(self.class_conflicts),
+            "class_conflict_examples": dict(list(self.class_conflicts.items())[:max_examples]),
             "matched_by": {kind: int(counts.get(kind, 0)) for kind in MATCH_KINDS},
             "unknown": len(self.unknown),
             "unknown_examples": self.unknown[:max_examples],
@@ -138,6 +153,8 @@ def match_labels(entries: list[LabelEntry], images: pd.DataFrame) -> LabelMatch:
     image (files in name order, lines in order) is its provenance."""
     index = _ImageIndex(images)
     provenance: dict[str, tuple[str, int, str]] = {}
+    classes: dict[str, tuple[str, ...]] = {}
+    conflicts: dict[str, list[list[str]]] = {}
     unknown: set[str] = set()
     ambiguous: dict[str, list[str]] = {}
     resolved: dict[str, tuple[str | None, list[str]]] = {}
@@ -148,6 +165,10 @@ def match_labels(entries: list[LabelEntry], images: pd.DataFrame) -> LabelMatch:
         matched_by, found = resolved[entry.name]
         if matched_by is not None and len(found) == 1:
             provenance.setdefault(found[0], (entry.source_file, entry.line, matched_by))
+            if entry.classes:
+                known = classes.setdefault(found[0], entry.classes)
+                if _distinct(known) != _distinct(entry.classes):
+                    conflicts.setdefault(found[0], []).append(_distinct(entry.classes))
         elif found:
             ambiguous[entry.name] = sorted(found)
             where.setdefault(entry.name, (entry.source_file, entry.line))
@@ -161,6 +182,10 @@ def match_labels(entries: list[LabelEntry], images: pd.DataFrame) -> LabelMatch:
             "source_file": pd.Series([provenance[i][0] for i in image_ids], dtype="str"),
             "line": pd.Series([provenance[i][1] for i in image_ids], dtype="int64"),
             "matched_by": pd.Series([provenance[i][2] for i in image_ids], dtype="str"),
+            "class": pd.Series([_main_class(classes.get(i, ())) for i in image_ids], dtype="str"),
+            "classes": pd.Series(
+                [_distinct(classes.get(i, ())) for i in image_ids], dtype="object"
+            ),
         },
         columns=list(_LABELLED_COLUMNS),
     )
@@ -170,7 +195,20 @@ def match_labels(entries: list[LabelEntry], images: pd.DataFrame) -> LabelMatch:
         ambiguous=dict(sorted(ambiguous.items())),
         skipped_files=[],
         where=where,
+        class_conflicts=dict(sorted(conflicts.items())),
     )
+
+
+def _distinct(classes: tuple[str, ...]) -> list[str]:
+    return list(dict.fromkeys(classes))
+
+
+def _main_class(classes: tuple[str, ...]) -> str | None:
+    """The most frequent class (three car boxes and one bus: car); ties by first appearance."""
+    if not classes:
+        return None
+    counts = Counter(classes)
+    return max(_distinct(classes), key=lambda name: counts[name])  # max keeps the first tie
 
 
 def load_labels(path: Path | None, images: pd.DataFrame) -> LabelMatch:

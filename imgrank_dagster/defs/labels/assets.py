@@ -7,7 +7,7 @@ import dagster as dg
 from imgrank_dagster.lib.assets import collection_asset
 from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.io_manager import columns_of
-from imgrank_dagster.lib.metadata import frame_output, frame_table
+from imgrank_dagster.lib.metadata import counts_table, frame_output, frame_table
 from imgrank_dagster.lib.names import LABELED_IMAGES, LABELS_GROUP
 from imgrank_dagster.lib.partitions import collection_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
@@ -26,9 +26,10 @@ def _short(text: str) -> str:
 
 @collection_asset(
     LABELS_GROUP,
-    "Labelled image ids from the collection's label files (CSV/TXT, COCO, Label Studio, CVAT). "
-    "Its data version is a hash of the labelled set. Check label_names_match warns about names "
-    "that match no image or several.",
+    "Labelled image ids and their classes from the collection's label files (CSV/TXT, COCO, "
+    "Label Studio, CVAT). Its data version is a hash of the labelled set and its classes. "
+    "Check label_names_match warns about names that match no image or several.",
+    code_version="2",  # 2: the class columns
     ins={"collection_images": columns_of("collection_images", LABEL_MATCHING_COLUMNS)},
     check_specs=[
         dg.AssetCheckSpec(
@@ -56,14 +57,21 @@ def labeled_images(
         context.log.warning(f"{len(match.unknown)} label names match no image: {match.unknown[:5]}")
     if match.ambiguous:
         context.log.warning(f"{len(match.ambiguous)} label names match several images")
+    if match.class_conflicts:
+        context.log.warning(
+            f"{len(match.class_conflicts)} images get different classes from different label "
+            f"entries (the first file's are kept): {list(match.class_conflicts)[:5]}"
+        )
     yield frame_output(
         match.labelled,
-        data_version=labelled_set_hash(match.image_ids),
+        data_version=labelled_set_hash(match.image_ids, match.image_classes),
         labels_path=dg.MetadataValue.path(str(collection.labels)),
         labelled=len(match.labelled),
+        with_class=summary["with_class"],
         unknown_names=len(match.unknown),
         ambiguous_names=len(match.ambiguous),
         skipped_files=len(match.skipped_files),
+        classes=counts_table(summary["classes"], "class", "images"),
         label_summary=dg.MetadataValue.json(summary),
     )
     rows = [{**row, "name": _short(row["name"])} for row in problems[:MAX_PROBLEM_ROWS]]

@@ -55,7 +55,8 @@ def _ranked_labelled_set(instance: dg.DagsterInstance, collection: str) -> str |
 
 
 def _label_match(collection: Collection, io_manager: PartitionedParquetIOManager) -> "LabelMatch":
-    """The labels matched as labeled_images would match them now, from the same catalog."""
+    """The labels matched as labeled_images would match them now, from the same catalog
+    (with their classes: a class changing alone is a change of labeled_images' data version)."""
     import pandas as pd
 
     from imgrank_dagster.core.labels import load_labels
@@ -137,7 +138,7 @@ def labels_sensor(
             requests.append(_problem_check_request(name, str(error)))
             continue
         states[name] = LabelState(fingerprint, content)
-        labelled = labelled_set_hash(match.image_ids)
+        labelled = labelled_set_hash(match.image_ids, match.image_classes)
         if labelled == _ranked_labelled_set(context.instance, name):
             if match.unknown or match.ambiguous or match.skipped_files:
                 # Nothing to re-rank, but names that match nothing (a typo) must show: a run
