@@ -1,0 +1,104 @@
+"""Integrity of the Parquet files: a corrupt file fails its read, naming the file and the fix.
+
+Two layers, both cheap enough for every read (benchmarks/bench_integrity.py):
+- Parquet page checksums (CRC32 of every data and dictionary page), written and verified by
+  pyarrow: a flipped bit in the data fails the read.
+- The footer is not covered by page checksums, so each file also carries `imgrank.integrity`:
+  its row count, every column's name and type, and a SHA-256 of the other key-value metadata
+  (the lineage, the attrs, pandas' metadata). A read compares the table it got with them.
+
+Files written before this check existed have no `imgrank.integrity` entry; they are read as
+before (materialize them again to protect them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pyarrow as pa
+
+INTEGRITY_METADATA_KEY = b"imgrank.integrity"
+INTEGRITY_FORMAT = 1
+# What pyarrow raises for a file it cannot decode (or whose footer decodes to nonsense).
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    pa.ArrowException,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    UnicodeDecodeError,
+)
+
+
+class CorruptFileError(ValueError):
+    """A stored file is unreadable or does not match its own integrity record."""
+
+
+def canonical_type(data_type: pa.DataType) -> str:
+    """A column type as text, without the child field names that a round trip renames."""
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return f"list<{canonical_type(data_type.value_type)}>"
+    if pa.types.is_fixed_size_list(data_type):
+        return f"fixed_size_list<{canonical_type(data_type.value_type)}>[{data_type.list_size}]"
+    if pa.types.is_struct(data_type):
+        fields = ", ".join(
+            f"{data_type.field(i).name}: {canonical_type(data_type.field(i).type)}"
+            for i in range(data_type.num_fields)
+        )
+        return f"struct<{fields}>"
+    return str(data_type)
+
+
+def metadata_digest(metadata: dict[bytes, bytes]) -> str:
+    """SHA-256 of every key-value entry except the integrity record itself."""
+    digest = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != INTEGRITY_METADATA_KEY:
+            digest.update(key + b"\0" + metadata[key] + b"\0")
+    return digest.hexdigest()
+
+
+def with_integrity_record(table: pa.Table) -> pa.Table:
+    """The table with `imgrank.integrity` added to its schema metadata (add it last)."""
+    metadata = dict(table.schema.metadata or {})
+    record = {
+        "format": INTEGRITY_FORMAT,
+        "rows": table.num_rows,
+        "columns": [[field.name, canonical_type(field.type)] for field in table.schema],
+        "metadata_sha256": metadata_digest(metadata),
+    }
+    metadata[INTEGRITY_METADATA_KEY] = json.dumps(record).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def integrity_problem(table: pa.Table) -> str | None:
+    """What in a table read back disagrees with its integrity record (None: all agrees)."""
+    metadata = dict(table.schema.metadata or {})
+    stored = metadata.get(INTEGRITY_METADATA_KEY)
+    if stored is None:
+        return None  # written before the record existed
+    record: dict[str, Any] = json.loads(stored)
+    if metadata_digest(metadata) != record["metadata_sha256"]:
+        return "its key-value metadata (lineage, attrs) does not match its checksum"
+    if table.num_rows != record["rows"]:
+        return f"it has {table.num_rows} rows but was written with {record['rows']}"
+    written = {name: kind for name, kind in record["columns"]}
+    for field in table.schema:
+        if written.get(field.name) != canonical_type(field.type):
+            return (
+                f"column {field.name!r} reads as {canonical_type(field.type)} but was written "
+                f"as {written.get(field.name, 'no such column')}"
+            )
+    return None
+
+
+def corrupt_file_message(path: object, asset: str, cause: str) -> str:
+    """The message of a failed read: the file, what is wrong, and how to repair it."""
+    return (
+        f"{asset}: the stored file {path} is corrupt or unreadable ({cause}); its data cannot "
+        f"be trusted. Fix: materialize {asset} again for this partition (the run rewrites the "
+        "file); if the read still fails, delete the file first."
+    )
