@@ -6,7 +6,8 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,26 @@ def empty_features() -> pd.DataFrame:
     return frame
 
 
+_TEMPDIR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def temporary_files_in(folder: str) -> Iterator[None]:
+    """Python's temporary files go into folder meanwhile.
+
+    fastdup writes the image list it is given to a NamedTemporaryFile(delete=False) plus a
+    ".csv" beside it and never removes them: left in /tmp they would list every image's
+    absolute path, two files per run. In fastdup's work folder they go away with it.
+    """
+    with _TEMPDIR_LOCK:
+        previous = tempfile.tempdir
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
 def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.DataFrame:
     """Run fastdup once over the files: one row per image id, `failed` with fastdup's code.
 
@@ -52,6 +73,7 @@ def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.Data
     # fastdup prints banners and progress bars; they are noise in a run log.
     with (
         tempfile.TemporaryDirectory(prefix="imgrank-fastdup-") as work_dir,
+        temporary_files_in(work_dir),
         contextlib.redirect_stdout(io.StringIO()),
     ):
         dataset = fastdup.create(work_dir=work_dir, input_dir=os.path.commonpath(paths))

@@ -240,6 +240,7 @@ def labeling_priority(
     neighbour_graph: Frame,
 ):
     from imgrank_dagster.core.files import write_csv_atomically
+    from imgrank_dagster.lib.leftovers import clean_after_killed_writes
     from imgrank_dagster.core.ranking import strategies
     from imgrank_dagster.core.ranking.checks import ranking_problems
 
@@ -259,6 +260,7 @@ def labeling_priority(
     if not any(problems.values()):
         # A ranking that breaks an invariant never replaces the spreadsheet people work from.
         write_csv_atomically(ranking, export)
+        clean_after_killed_writes(context.instance, export.parent, context.log)
     regions = ranking["region"].value_counts()
     yield frame_output(
         ranking,
