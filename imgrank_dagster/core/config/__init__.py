@@ -11,6 +11,7 @@ from imgrank_dagster.core.config.collections import (
     ScoringSettings,
     Strategy,
     load_collections,
+    load_collections_tolerant,
     parse_collections,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "ScoringSettings",
     "Strategy",
     "load_collections",
+    "load_collections_tolerant",
     "parse_collections",
 ]
