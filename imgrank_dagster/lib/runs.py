@@ -25,6 +25,7 @@ from imgrank_dagster.lib.partitions import (
     sequence_partitions,
     unregistered_partitions,
 )
+from imgrank_dagster.lib.runs_alive import fail_dead_runs
 
 # Runs started here log their progress lines and warnings, not every Dagster event.
 INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -48,6 +49,7 @@ def run_job(
     tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """One run of a job for one partition; failures are reported in the result, not raised."""
+    fail_dead_runs(instance)  # a killed earlier run must not hold a pool slot this run needs
     return definitions.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         partition_key=partition_key,
@@ -101,6 +103,8 @@ def ingest_collection(
     wanted = set(unembedded_sequences(instance, collection))
     all_keys = instance.get_dynamic_partitions(sequence_partitions.name)
     job = definitions.resolve_job_def(INGEST_SEQUENCES_JOB)
+    for dead in fail_dead_runs(instance):  # e.g. a `make demo` killed during ingestion
+        report(f"  {dead.describe()}: its worker is gone; marked failed, pool slots freed")
     failed: list[str] = []
     for keys in partition_ranges(all_keys, wanted, size):
         started = time.perf_counter()

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from imgrank_dagster.core.config.keys import split_sequence_key
+from imgrank_dagster.defs.ingestion.isolation import LOGGED_ROWS, fail_sequences, log_some
 from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.metadata import counts_table, frame_table, partitions_output
 from imgrank_dagster.lib.names import FASTDUP_POOL, INGESTION_GROUP
@@ -44,16 +45,31 @@ def raw_image_sequences(
     from imgrank_dagster.core.sources import ingest_sequence
 
     frames: dict[str, Frame] = {}
+    failures: dict[str, str] = {}
     roots = set()
     for key in context.partition_keys:
-        collection_name, sequence_id = split_sequence_key(key)
-        collection = imgrank.collection(collection_name)
-        roots.add(str(collection.image_root))
-        frames[key] = ingest_sequence(collection, sequence_id, progress=context.log.info)
+        # One sequence's failure is reported with the others' outcome, never in their place.
+        try:
+            collection_name, sequence_id = split_sequence_key(key)
+            collection = imgrank.collection(collection_name)
+            roots.add(str(collection.image_root))
+            frames[key] = ingest_sequence(collection, sequence_id, progress=context.log.info)
+        except Exception as error:
+            failures[key] = f"{type(error).__name__}: {error}"
+            context.log.error(f"{key}: could not be ingested: {failures[key][:500]}")
+    if failures:
+        fail_sequences(context, failures, len(frames))
     everything = pd.concat(frames.values(), ignore_index=True)
     rejected = everything[everything["status"] != "ok"]
-    for row in rejected.itertuples():
-        context.log.warning(f"rejected {row.path}: {row.reason}")
+    log_some(
+        context,
+        [
+            f"rejected {row.image_id}: {row.reason}"
+            for row in rejected.head(LOGGED_ROWS).itertuples()
+        ],
+        len(rejected),
+        "rejected images (see rejected_images and collection_images)",
+    )
     return partitions_output(
         frames,
         accepted=int((everything["status"] == "ok").sum()),
@@ -97,8 +113,15 @@ def image_features(
         frames[key] = features.iloc[start : start + len(frame)].reset_index(drop=True)
         start += len(frame)
     failed = features[features["status"] != "ok"]
-    for row in failed.itertuples():
-        context.log.warning(f"fastdup could not embed {row.image_id}: {row.error}")
+    log_some(
+        context,
+        [
+            f"fastdup could not embed {row.image_id}: {row.error}"
+            for row in failed.head(LOGGED_ROWS).itertuples()
+        ],
+        len(failed),
+        "images fastdup could not embed (see collection_images)",
+    )
     return partitions_output(
         frames,
         embedded=len(features) - len(failed),

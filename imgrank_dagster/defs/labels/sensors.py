@@ -8,7 +8,9 @@ import dagster as dg
 from imgrank_dagster.core.config import Collection, CollectionConfigError
 from imgrank_dagster.defs.labels.assets import LABEL_MATCHING_COLUMNS
 from imgrank_dagster.defs.labels.jobs import apply_labels_job
+from imgrank_dagster.defs.labels.shrink import Shrink, ranked_labelled_count
 from imgrank_dagster.lib.io_manager import DATA_VERSION_METADATA, PartitionedParquetIOManager
+from imgrank_dagster.lib.metadata import SKIP_MESSAGE_CHARS, bounded
 from imgrank_dagster.lib.names import (
     CLUSTER_ASSIGNMENTS,
     COLLECTION_IMAGES,
@@ -28,6 +30,8 @@ LABEL_INDEPENDENT_INPUTS = [COLLECTION_IMAGES, CLUSTER_ASSIGNMENTS, IMAGE_BASE_S
 class LabelState:
     fingerprint: str  # file stats: cheap, checked every evaluation
     content: str  # file contents: hashed only when the stats changed
+    held: str = ""  # content of a change held because it shrank the labelled set (shrink.py)
+    held_message: str = ""
 
 
 def _read_cursor(cursor: str | None) -> dict[str, LabelState]:
@@ -47,8 +51,11 @@ def _ranked_labelled_set(instance: dg.DagsterInstance, collection: str) -> str |
     return str(version.value) if version is not None else None
 
 
-def _labelled_set(collection: Collection, io_manager: PartitionedParquetIOManager) -> str:
-    """The labelled set labeled_images would compute now, from the same image catalog."""
+def _labelled_set(
+    collection: Collection, io_manager: PartitionedParquetIOManager
+) -> tuple[str, int]:
+    """The labelled set labeled_images would compute now, from the same image catalog: its
+    hash and size."""
     import pandas as pd
 
     from imgrank_dagster.core.labels import labelled_set_hash, load_labels
@@ -57,7 +64,8 @@ def _labelled_set(collection: Collection, io_manager: PartitionedParquetIOManage
         COLLECTION_IMAGES.to_user_string(), [collection.name], columns=LABEL_MATCHING_COLUMNS
     )
     images = frames.get(collection.name, pd.DataFrame(columns=LABEL_MATCHING_COLUMNS))
-    return labelled_set_hash(load_labels(collection.labels, images).image_ids)
+    image_ids = load_labels(collection.labels, images).image_ids
+    return labelled_set_hash(image_ids), len(image_ids)
 
 
 def _is_ranked(instance: dg.DagsterInstance, collection: str) -> bool:
@@ -79,9 +87,9 @@ def labels_sensor(
     io_manager: dg.ResourceParam[PartitionedParquetIOManager],
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        collections = imgrank.collections()
+        collections, config_problems = imgrank.collections_and_problems()
     except CollectionConfigError as error:
-        return dg.SkipReason(str(error))
+        return dg.SkipReason(bounded(str(error)))
     from imgrank_dagster.core.labels import (
         LabelFileError,
         label_source_content_hash,
@@ -91,7 +99,8 @@ def labels_sensor(
     states = _read_cursor(context.cursor)
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
     requests: list[dg.RunRequest] = []
-    problems: list[str] = []
+    problems: list[str] = [f"{name}: {problem}" for name, problem in config_problems.items()]
+    held: list[str] = []
     for name, collection in sorted(collections.items()):
         if name not in known or not _is_ranked(context.instance, name):
             continue  # the first full ranking reads the labels itself
@@ -99,19 +108,34 @@ def labels_sensor(
         try:
             fingerprint = label_source_fingerprint(collection.labels)
             if previous and previous.fingerprint == fingerprint:
+                if previous.held:
+                    held.append(previous.held_message)
                 continue
             content = label_source_content_hash(collection.labels)
-            if previous and previous.content == content:
+            confirmed = bool(previous and previous.held and previous.held == content)
+            if previous and previous.content == content and not confirmed:
                 states[name] = LabelState(fingerprint, content)
                 continue
-            labelled = _labelled_set(collection, io_manager)
+            labelled, count = _labelled_set(collection, io_manager)
+            if labelled == _ranked_labelled_set(context.instance, name):
+                states[name] = LabelState(fingerprint, content)
+                continue  # the same labelled set, re-written
+            shrink = Shrink(ranked_labelled_count(context.instance, name) or 0, count)
+            if shrink.is_large and not (confirmed or collection.allow_labels_shrink):
+                # Nothing runs: the ranking keeps its labels until the change is confirmed.
+                message = shrink.warning(name, collection.labels)
+                context.log.warning(message)
+                held.append(message)
+                states[name] = LabelState(fingerprint, content, content, message)
+                continue
         except LabelFileError as error:
             # Nothing runs: the previous ranking stays as it was until the file is fixed.
             problems.append(f"{name}: {error}")
             continue
+        except Exception as error:  # any other fault of this collection's files or data
+            problems.append(f"{name}: labels {collection.labels}: {type(error).__name__}: {error}")
+            continue
         states[name] = LabelState(fingerprint, content)
-        if labelled == _ranked_labelled_set(context.instance, name):
-            continue  # the same labelled set, re-written
         requests.append(
             dg.RunRequest(
                 partition_key=name,
@@ -125,6 +149,9 @@ def labels_sensor(
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=cursor)
     context.update_cursor(cursor)
+    parts = [*held]
     if problems:
-        return dg.SkipReason("label files could not be read: " + "; ".join(problems))
-    return dg.SkipReason("no labelled set changed")
+        parts.append("label files could not be read: " + "; ".join(bounded(p) for p in problems))
+    return dg.SkipReason(
+        bounded(" | ".join(parts), SKIP_MESSAGE_CHARS) if parts else "no labelled set changed"
+    )

@@ -10,20 +10,15 @@ from imgrank_dagster.defs.ranking.jobs import rank_collection_job
 from imgrank_dagster.lib.names import FEATURE_MATRIX, IMAGE_FEATURES, PARTITION_TAG, TRIGGER_TAG
 from imgrank_dagster.lib.partitions import collection_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
-
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
+from imgrank_dagster.lib.runs_alive import live_run_records
 
 
 def collections_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
     """Collections with any run queued or in progress: discovery, ingestion of one of their
-    sequences (from a sensor or the UI), ranking, or a label update."""
+    sequences (from a sensor or the UI), ranking, or a label update. A run whose worker is
+    gone (lib.runs_alive) is not waited for."""
     busy: set[str] = set()
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
+    for record in live_run_records(instance):
         partition = record.dagster_run.tags.get(PARTITION_TAG)
         if partition:
             busy.add(collection_of(partition))
@@ -55,7 +50,7 @@ def rank_after_ingestion_sensor(
     context: dg.SensorEvaluationContext, imgrank: ImgrankConfig
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        collections = imgrank.collections()
+        collections, _ = imgrank.collections_and_problems()  # collections_sensor reports them
     except CollectionConfigError as error:
         return dg.SkipReason(str(error))
     instance = context.instance
