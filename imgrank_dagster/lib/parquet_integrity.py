@@ -7,8 +7,8 @@ Two layers, both cheap enough for every read (benchmarks/bench_integrity.py):
   its row count, every column's name and type, and a SHA-256 of the other key-value metadata
   (the lineage, the attrs, pandas' metadata). A read compares the table it got with them.
 
-Files written before this check existed have no `imgrank.integrity` entry; they are read as
-before (materialize them again to protect them).
+Files imgrank wrote before this check existed have a lineage but no `imgrank.integrity`
+entry; they are read as before (materialize them again to protect them).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 
 INTEGRITY_METADATA_KEY = b"imgrank.integrity"
+INTEGRITY_MARKER_KEY = b"imgrank.integrity_checked"
+LINEAGE_KEY = b"imgrank.lineage"  # lib.parquet.LINEAGE_METADATA_KEY: every file imgrank writes
 INTEGRITY_FORMAT = 1
 # What pyarrow raises for a file it cannot decode (or whose footer decodes to nonsense).
 READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -62,16 +64,22 @@ def metadata_digest(metadata: dict[bytes, bytes]) -> str:
 
 
 def with_integrity_record(table: pa.Table) -> pa.Table:
-    """The table with `imgrank.integrity` added to its schema metadata (add it last)."""
-    metadata = dict(table.schema.metadata or {})
+    """The table with `imgrank.integrity` added to its schema metadata (call it last).
+
+    The record goes first in the footer's key-value list, so a flipped list length drops the
+    other entries (caught by the digest), never the record; the marker entry, covered by the
+    digest, tells a file whose record was damaged from a file written before records existed.
+    """
+    metadata = {**(table.schema.metadata or {}), INTEGRITY_MARKER_KEY: b"1"}
     record = {
         "format": INTEGRITY_FORMAT,
         "rows": table.num_rows,
         "columns": [[field.name, canonical_type(field.type)] for field in table.schema],
         "metadata_sha256": metadata_digest(metadata),
     }
-    metadata[INTEGRITY_METADATA_KEY] = json.dumps(record).encode()
-    return table.replace_schema_metadata(metadata)
+    return table.replace_schema_metadata(
+        {INTEGRITY_METADATA_KEY: json.dumps(record).encode(), **metadata}
+    )
 
 
 def integrity_problem(table: pa.Table) -> str | None:
@@ -79,7 +87,11 @@ def integrity_problem(table: pa.Table) -> str | None:
     metadata = dict(table.schema.metadata or {})
     stored = metadata.get(INTEGRITY_METADATA_KEY)
     if stored is None:
-        return None  # written before the record existed
+        if INTEGRITY_MARKER_KEY in metadata:
+            return "its integrity record is missing from the footer"
+        if LINEAGE_KEY not in metadata:
+            return "its footer has neither an integrity record nor a lineage"
+        return None  # written by imgrank before integrity records existed
     record: dict[str, Any] = json.loads(stored)
     if metadata_digest(metadata) != record["metadata_sha256"]:
         return "its key-value metadata (lineage, attrs) does not match its checksum"

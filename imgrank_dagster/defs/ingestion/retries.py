@@ -41,6 +41,7 @@ RETRY_LIMIT = 3
 RETRY_BASE_DELAY_ENV = "IMGRANK_RETRY_BASE_SECONDS"
 DEFAULT_RETRY_BASE_DELAY_S = 60.0
 FAILED_RUNS_SCANNED = 1000
+DAGSTER_RETRY_GRACE_S = 120.0
 
 
 def retry_base_delay_s() -> float:
@@ -87,14 +88,24 @@ def _failed_sequences(record: dg.RunRecord) -> set[str] | None:
         return None
 
 
-def retry_pending(record: dg.RunRecord) -> bool:
-    """Dagster will re-execute this failed run itself (run_retries) and has not done so yet."""
-    tags = record.dagster_run.tags
-    return tags.get(WILL_RETRY_TAG) == "true" and not tags.get(AUTO_RETRY_RUN_ID_TAG)
+def retry_pending(record: dg.RunRecord, now: float) -> bool:
+    """Dagster will re-execute this failed run itself (run_retries) and has not done so yet.
+
+    It cannot for a run the CLI executed in its own process (no code location to launch it
+    from), and a retry not launched within DAGSTER_RETRY_GRACE_S is not coming.
+    """
+    run = record.dagster_run
+    ended = record.end_time or record.update_timestamp.timestamp()
+    return (
+        run.tags.get(WILL_RETRY_TAG) == "true"
+        and not run.tags.get(AUTO_RETRY_RUN_ID_TAG)
+        and run.remote_job_origin is not None
+        and now - ended < DAGSTER_RETRY_GRACE_S
+    )
 
 
 def sequence_histories(
-    failed: Iterable[dg.RunRecord], ordered: Sequence[str], wanted: set[str]
+    failed: Iterable[dg.RunRecord], ordered: Sequence[str], wanted: set[str], now: float
 ) -> tuple[dict[str, SequenceHistory], set[str]]:
     """(history of each wanted key with a failure, keys whose Dagster retry is pending).
 
@@ -116,7 +127,7 @@ def sequence_histories(
                 history.newest_failed_at = ended
                 history.newest_was_collateral = collateral
                 history.newest_run_id = record.dagster_run.run_id
-                if retry_pending(record):
+                if retry_pending(record, now):
                     pending.add(key)
             if not collateral:
                 history.own_failures += 1
@@ -197,9 +208,10 @@ def ingestion_retry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
         ),
         limit=FAILED_RUNS_SCANNED,
     )
-    histories, pending = sequence_histories(failed, ordered, wanted)
+    now = time.time()
+    histories, pending = sequence_histories(failed, ordered, wanted, now)
     histories = {key: history for key, history in histories.items() if key not in pending}
-    plan = plan_retries(histories, ordered, time.time(), base_delay_s=retry_base_delay_s())
+    plan = plan_retries(histories, ordered, now, base_delay_s=retry_base_delay_s())
     notes = []
     if plan.given_up:
         notes.append(

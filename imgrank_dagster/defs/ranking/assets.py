@@ -240,9 +240,9 @@ def labeling_priority(
     neighbour_graph: Frame,
 ):
     from imgrank_dagster.core.files import write_csv_atomically
-    from imgrank_dagster.lib.leftovers import clean_after_killed_writes
     from imgrank_dagster.core.ranking import strategies
     from imgrank_dagster.core.ranking.checks import ranking_problems
+    from imgrank_dagster.lib.leftovers import clean_after_killed_writes
 
     collection = imgrank.collection(context.partition_key)
     labelled = set(labeled_images["image_id"])

@@ -7,7 +7,13 @@ import dagster as dg
 from imgrank_dagster.core.config import CollectionConfigError
 from imgrank_dagster.core.config.keys import collection_of
 from imgrank_dagster.defs.ranking.jobs import rank_collection_job
-from imgrank_dagster.lib.names import FEATURE_MATRIX, IMAGE_FEATURES, PARTITION_TAG, TRIGGER_TAG
+from imgrank_dagster.lib.names import (
+    FEATURE_MATRIX,
+    IMAGE_FEATURES,
+    LABELING_PRIORITY,
+    PARTITION_TAG,
+    TRIGGER_TAG,
+)
 from imgrank_dagster.lib.partitions import collection_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
 from imgrank_dagster.lib.runs_alive import live_run_records
@@ -43,8 +49,8 @@ def newest_by_collection(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests one rank_collection run for a collection when some of its sequences "
-    "were embedded after its feature matrix was built and no run of the collection (discovery, "
-    "ingestion, ranking) is still queued or running.",
+    "were embedded after its feature matrix was built, or a ranking run stopped after building "
+    "it, and no live run of the collection (discovery, ingestion, ranking) is queued or running.",
 )
 def rank_after_ingestion_sensor(
     context: dg.SensorEvaluationContext, imgrank: ImgrankConfig
@@ -70,10 +76,19 @@ def rank_after_ingestion_sensor(
         FEATURE_MATRIX, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(names)
     )
     stale = [name for name in names if features.get(name, -1) > matrices.get(name, -1)]
-    if not stale:
+    # A ranking run that died after building the feature matrix left the ranking behind it.
+    rankings = instance.get_latest_storage_id_by_partition(
+        LABELING_PRIORITY, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(names)
+    )
+    unfinished = [
+        name
+        for name in names
+        if name not in stale and matrices.get(name, -1) > rankings.get(name, -1)
+    ]
+    if not stale and not unfinished:
         return dg.SkipReason("every collection is ranked on its newest features")
     busy = collections_with_active_runs(instance)
-    waiting = [name for name in stale if name in busy]
+    waiting = [name for name in [*stale, *unfinished] if name in busy]
     requests = [
         dg.RunRequest(
             partition_key=name,
@@ -82,6 +97,15 @@ def rank_after_ingestion_sensor(
             tags={TRIGGER_TAG: "rank_after_ingestion_sensor"},
         )
         for name in stale
+        if name not in busy
+    ]
+    requests += [
+        dg.RunRequest(
+            partition_key=name,
+            run_key=f"{name}:unfinished:{matrices[name]}",  # once per feature matrix
+            tags={TRIGGER_TAG: "rank_after_ingestion_sensor"},
+        )
+        for name in unfinished
         if name not in busy
     ]
     if not requests:
