@@ -273,3 +273,27 @@ def test_fastdup_leaves_nothing_in_the_temporary_folder(tmp_path: Path) -> None:
         name = handle.name
     assert Path(name).parent == work
     assert tempfile.gettempdir() != str(work)
+
+
+def test_every_column_type_imgrank_stores_passes_its_own_integrity_check(tmp_path: Path) -> None:
+    """Parquet gives some types back changed (seconds as milliseconds, a categorical's
+    dictionary as plain strings): the integrity record expects exactly that, no more."""
+    import datetime as dt
+
+    frame = pd.DataFrame(
+        {
+            "captured_at": pd.to_datetime([dt.datetime(2024, 1, 1)] * 3).astype("datetime64[s]"),
+            "discovered_at": pd.Series(pd.to_datetime(["2024-01-01"] * 3, utc=True)),
+            "region": pd.Categorical(["good", "bad", "good"]),
+            "reason": pd.Series(["a", "b", None], dtype="str"),
+            "width": pd.array([1, None, 3], dtype="Int64"),
+            "lat": pd.array([52.5, None, 13.4], dtype="Float64"),
+            "neighbour_rows": [[1, 2], [3], []],
+            "embedding": [np.zeros(4, dtype=np.float32)] * 3,
+            "summary": [{"a": 1}, {"a": 2}, {"a": 3}],
+        }
+    )
+    path = UPath(tmp_path / "types.parquet")
+    write_frame(frame, path, LINEAGE)
+    read = read_frame(path)
+    assert list(read.columns) == list(frame.columns) and len(read) == 3

@@ -40,7 +40,18 @@ class CorruptFileError(ValueError):
 
 
 def canonical_type(data_type: pa.DataType) -> str:
-    """A column type as text, without the child field names that a round trip renames."""
+    """A column type as text, as a Parquet round trip gives it back: without the child field
+    names it renames, seconds stored as milliseconds (Parquet has no seconds), large and plain
+    strings alike (a categorical's dictionary comes back as plain strings)."""
+    if pa.types.is_timestamp(data_type):
+        unit = "ms" if data_type.unit == "s" else data_type.unit
+        return f"timestamp[{unit}{', tz=' + data_type.tz if data_type.tz else ''}]"
+    if pa.types.is_large_string(data_type) or pa.types.is_string(data_type):
+        return "string"
+    if pa.types.is_large_binary(data_type) or pa.types.is_binary(data_type):
+        return "binary"
+    if pa.types.is_dictionary(data_type):
+        return f"dictionary<{canonical_type(data_type.value_type)}, {data_type.index_type}>"
     if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
         return f"list<{canonical_type(data_type.value_type)}>"
     if pa.types.is_fixed_size_list(data_type):
