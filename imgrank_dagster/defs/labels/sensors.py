@@ -147,6 +147,8 @@ def labels_sensor(
         )
     cursor = json.dumps({name: asdict(state) for name, state in sorted(states.items())})
     if requests:
+        for problem in problems:  # a skip message would carry them; a result does not
+            context.log.warning(bounded(problem))
         return dg.SensorResult(run_requests=requests, cursor=cursor)
     context.update_cursor(cursor)
     parts = [*held]
