@@ -184,7 +184,7 @@ def _requests(plan: RetryPlan, histories: dict[str, SequenceHistory]) -> list[dg
 
 @dg.sensor(
     job=ingest_sequences_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests ingestion again for sequences whose ingestion run failed: at once "
     "when another sequence of the run was the cause (together), alone with backoff when the "
