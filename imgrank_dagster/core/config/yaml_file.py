@@ -30,12 +30,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
             try:
-                first = first_lines.setdefault(key, key_node.start_mark.line + 1)
+                if key in first_lines:
+                    raise _DuplicateKey(key, line, first_lines[key])
+                first_lines[key] = line
             except TypeError:
                 continue  # an unhashable key: the base constructor reports it
-            if first != key_node.start_mark.line + 1:
-                raise _DuplicateKey(key, key_node.start_mark.line + 1, first)
         return super().construct_mapping(node, deep=deep)
 
 
