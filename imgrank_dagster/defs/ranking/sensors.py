@@ -46,7 +46,7 @@ def newest_by_collection(
 
 @dg.sensor(
     job=rank_collection_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests one rank_collection run for a collection when some of its sequences "
     "were embedded after its feature matrix was built, or a ranking run stopped after building "
