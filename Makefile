@@ -88,6 +88,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_ranking.py
 	$(BIN)/python benchmarks/bench_label_change.py
 	$(BIN)/python benchmarks/bench_coverage.py
+	$(BIN)/python benchmarks/bench_integrity.py
 	$(BIN)/python benchmarks/ranking_quality.py
 
 lint: install

@@ -60,6 +60,8 @@ def test_jobs_sensors_schedules_snapshot() -> None:
     }
     assert {sensor.name for sensor in repository.sensor_defs} == {
         "collections_sensor",
+        "dead_runs_sensor",
+        "ingestion_retry_sensor",
         "kartaview_sequences_sensor",
         "label_studio_sensor",
         "labels_sensor",

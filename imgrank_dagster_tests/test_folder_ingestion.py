@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from imgrank_dagster.core.config.keys import sanitize_sequence_id
 from imgrank_dagster.core.sources.folder import (
     RAW_COLUMNS,
     SourceError,
@@ -60,12 +61,17 @@ def collection_root(tmp_path: Path) -> Path:
     return root
 
 
+RUN_1 = sanitize_sequence_id("run 1")  # "run-1-<hash of the name>": a space is not id-safe
+RUN_2 = sanitize_sequence_id("run 2")
+
+
 def test_sequences_are_sanitised_subfolders(collection_root: Path) -> None:
-    assert list(folder_sequences(collection_root)) == ["run-1", "run-2"]
+    assert list(folder_sequences(collection_root)) == [RUN_1, RUN_2]
+    assert RUN_1.startswith("run-1-") and len(RUN_1) == len("run-1-") + 8
 
 
 def test_bad_files_are_rejected_with_reasons(collection_root: Path) -> None:
-    frame = ingest_folder_sequence(collection_root, "run-1")
+    frame = ingest_folder_sequence(collection_root, RUN_1)
     assert list(frame.columns) == RAW_COLUMNS
     by_name = frame.set_index(frame["path"].str.split("/").str[-1])
     assert list(by_name.index) == [
@@ -89,7 +95,7 @@ def test_bad_files_are_rejected_with_reasons(collection_root: Path) -> None:
     ).all()
     assert (frame.loc[frame["status"] == "ok", "reason"] == "").all()
     first = by_name.loc["frame_1.jpg"]
-    assert first["image_id"] == "run-1/frame_1"
+    assert first["image_id"] == f"{RUN_1}/frame_1"
     assert first["path"] == "run 1/frame_1.jpg"
     assert first["width"] == 64 and first["height"] == 48
     assert first["captured_at"] == datetime(2024, 6, 3, 10, 0, 1)
@@ -101,8 +107,8 @@ def test_bad_files_are_rejected_with_reasons(collection_root: Path) -> None:
 
 
 def test_shared_stems_keep_distinct_ids(collection_root: Path) -> None:
-    frame = ingest_folder_sequence(collection_root, "run-2")
-    assert sorted(frame["image_id"]) == ["run-2/a.jpg", "run-2/a.png"]
+    frame = ingest_folder_sequence(collection_root, RUN_2)
+    assert sorted(frame["image_id"]) == [f"{RUN_2}/a.jpg", f"{RUN_2}/a.png"]
 
 
 def test_unknown_sequence_and_missing_root(collection_root: Path, tmp_path: Path) -> None:

@@ -314,6 +314,15 @@ def test_rank_sensor_ranks_once_after_ingestion(world: World) -> None:
         "city",
         selection=[collection_images, feature_matrix],
     )
+    # Only the feature matrix was built, as by a ranking run that died there: asked once more.
+    unfinished, _ = world.sense(rank_after_ingestion_sensor)
+    assert isinstance(unfinished, dg.SensorResult)
+    [finish] = unfinished.run_requests
+    assert finish.run_key.startswith("city:unfinished:")
+    # The ranking finished (its last asset recorded after the matrix): nothing more to do.
+    world.instance.report_runless_asset_event(
+        dg.AssetMaterialization("labeling_priority", partition="city")
+    )
     ranked, _ = world.sense(rank_after_ingestion_sensor)
     assert isinstance(ranked, dg.SkipReason)
 

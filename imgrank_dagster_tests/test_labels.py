@@ -552,13 +552,22 @@ def test_no_entries_give_an_empty_typed_frame(images: pd.DataFrame) -> None:
         (pd.DataFrame({"image_id": ["a"]}), "missing: ['path']"),
         (pd.DataFrame({"image_id": ["a", "a"], "path": ["a.jpg", "b.jpg"]}), "duplicates"),
         (pd.DataFrame({"image_id": ["a", "b"], "path": ["a.jpg", "./a.jpg"]}), "duplicates"),
-        (pd.DataFrame({"image_id": ["a", "b"], "path": ["a.jpg", None]}), "images.path"),
         (pd.DataFrame({"image_id": ["a", 2], "path": ["a.jpg", "b.jpg"]}), "images.image_id"),
     ],
 )
 def test_bad_images_frame_is_rejected(frame: pd.DataFrame, problem: str) -> None:
     with pytest.raises(ValueError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         match_labels([], frame)
+
+
+def test_an_image_without_a_file_is_matched_by_its_id_only() -> None:
+    """A rejected image without a file (failed download, a name that is not UTF-8) has no path."""
+    images = pd.DataFrame({"image_id": ["s/a", "s/b"], "path": ["s/a.jpg", None]})
+    entries = [LabelEntry(name, "labels.csv", i) for i, name in enumerate(["s/b", "s/a.jpg"], 1)]
+
+    match = match_labels(entries, images)
+
+    assert match.image_ids == ["s/a", "s/b"] and not match.unknown
 
 
 # --------------------------------------------------------------------------- bad and empty input

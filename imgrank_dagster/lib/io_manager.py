@@ -13,7 +13,7 @@ lib.partitions picks, and the frame's attrs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +68,16 @@ def _safe_join(base_path: UPath, partition: str) -> UPath:
     return base_path / "/".join("%2E%2E" if segment == ".." else segment for segment in segments)
 
 
+def safe_metadata(context: dg.OutputContext, key: str, build: Callable[[], Any]) -> dict[str, Any]:
+    """{key: build()}; if building it raises, a note instead and a warning in the log."""
+    try:
+        return {key: build()}
+    except Exception as error:
+        message = f"{key} could not be built: {type(error).__name__}: {str(error)[:300]}"
+        context.log.warning(message)
+        return {f"{key}_error": dg.MetadataValue.text(message)}
+
+
 class PartitionedParquetIOManager(dg.UPathIOManager):
     extension = ".parquet"
 
@@ -99,33 +109,59 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
             self.make_directory(paths[key].parent)
             table, _ = self._write(context, frame, paths[key], key, frame_data_version(frame))
             tables.append(table)
+        folder = next(iter(paths.values())).parent
         # What every partition of the run shares; each partition's own figures (rows, counts)
         # are the asset's to add (lib.metadata.partitions_output).
+        schema = safe_metadata(
+            context,
+            "dagster/column_schema",
+            lambda: column_schema(context.asset_key, schema_columns(tables[0])),
+        )
         context.add_output_metadata(
             {
-                "dagster/column_schema": column_schema(
-                    context.asset_key, schema_columns(tables[0])
-                ),
+                **schema,
                 "run_partitions": dg.MetadataValue.int(len(obj)),
-                "folder": dg.MetadataValue.path(str(next(iter(paths.values())).parent)),
+                "folder": dg.MetadataValue.path(str(folder)),
             }
         )
+        self._clean_leftovers(context, folder)
+
+    @staticmethod
+    def _clean_leftovers(context: dg.OutputContext, folder: UPath) -> None:
+        """Remove temporary files that killed writes left in the asset's folder."""
+        from imgrank_dagster.lib.leftovers import clean_after_killed_writes
+
+        try:
+            clean_after_killed_writes(context.step_context.instance, folder, context.log)
+        except Exception as error:  # cleaning up is best effort: the data is written
+            context.log.warning(f"could not clean leftover temporary files in {folder}: {error}")
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         from imgrank_dagster.lib.parquet import preview_markdown, schema_columns
 
         data_version = self._output_data_version(context, obj)
         partition = context.partition_key if context.has_partition_key else None
+        # The preview is built before the write and can never fail the step: either the step
+        # succeeds with its file, or it fails and the file is not there.
+        preview = safe_metadata(
+            context, "preview", lambda: dg.MetadataValue.md(preview_markdown(obj))
+        )
         table, upstream = self._write(context, obj, path, partition, data_version)
+        schema = safe_metadata(
+            context,
+            "dagster/column_schema",
+            lambda: column_schema(context.asset_key, schema_columns(table)),
+        )
         context.add_output_metadata(
             {
                 "dagster/row_count": dg.MetadataValue.int(len(obj)),
-                "dagster/column_schema": column_schema(context.asset_key, schema_columns(table)),
-                "preview": dg.MetadataValue.md(preview_markdown(obj)),
+                **schema,
+                **preview,
                 DATA_VERSION_METADATA: dg.MetadataValue.text(data_version),
                 "upstream_partitions": dg.MetadataValue.int(len(upstream)),
             }
         )
+        self._clean_leftovers(context, path.parent)
 
     def _write(
         self,
@@ -251,6 +287,9 @@ class ParquetIOManager(dg.ConfigurableIOManagerFactory):
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
     def create_io_manager(self, context: dg.InitResourceContext) -> PartitionedParquetIOManager:
+        from imgrank_dagster.lib.runs_alive import tag_worker_host
+
+        tag_worker_host(context)
         return self.open()
 
     def open(self) -> PartitionedParquetIOManager:

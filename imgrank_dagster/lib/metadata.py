@@ -14,6 +14,43 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# Event metadata stays small whatever the input holds (a 50 MB label name once grew the
+# Dagster database by 300 MB): one value at most this many characters, a message at most that.
+METADATA_VALUE_CHARS = 512_000
+MESSAGE_CHARS = 500
+SKIP_MESSAGE_CHARS = 4000
+
+
+def bounded(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """text, cut to limit characters with a note of how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters in all)"
+
+
+def bounded_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata with any value larger than METADATA_VALUE_CHARS replaced by a note."""
+    import json
+
+    result: dict[str, Any] = {}
+    for key, value in metadata.items():
+        raw = getattr(value, "value", value)
+        if isinstance(raw, str | bytes):
+            size = len(raw)
+        elif isinstance(raw, dict | list):
+            size = len(json.dumps(raw, default=str))
+        else:
+            size = 0
+        if size > METADATA_VALUE_CHARS:
+            text = raw if isinstance(raw, str) else json.dumps(raw, default=str)[:1000]
+            result[key] = dg.MetadataValue.text(
+                f"(too large to record: {size} characters) {bounded(str(text), 1000)}"
+            )
+        else:
+            result[key] = value
+    return result
+
+
 def frame_output(
     frame: pd.DataFrame, data_version: str | None = None, **metadata: Any
 ) -> dg.Output[Any]:
@@ -24,7 +61,10 @@ def frame_output(
     return dg.Output(
         frame,
         data_version=dg.DataVersion(version),
-        metadata={DATA_VERSION_METADATA: dg.MetadataValue.text(version), **metadata},
+        metadata={
+            DATA_VERSION_METADATA: dg.MetadataValue.text(version),
+            **bounded_metadata(metadata),
+        },
     )
 
 
@@ -48,11 +88,13 @@ def partitions_output(
         return frame_output(frame, **own.get(key, {}))
     for key, frame in frames.items():
         context.add_asset_metadata(
-            {
-                "dagster/row_count": dg.MetadataValue.int(len(frame)),
-                "preview": dg.MetadataValue.md(preview_markdown(frame)),
-                **own.get(key, {}),
-            },
+            bounded_metadata(
+                {
+                    "dagster/row_count": dg.MetadataValue.int(len(frame)),
+                    "preview": dg.MetadataValue.md(preview_markdown(frame)),
+                    **own.get(key, {}),
+                }
+            ),
             partition_key=key,
         )
     return dg.Output(frames)

@@ -48,6 +48,8 @@ FASTDUP_POOL = "fastdup"
 TRIGGER_TAG = "imgrank/trigger"  # which sensor or schedule requested the run
 COLLECTION_TAG = "imgrank/collection"
 LABELLED_SET_TAG = "imgrank/labelled_set"  # hash of the labelled set a label run applies
+# The sequences an ingestion run could not ingest (a JSON list of partition keys).
+FAILED_SEQUENCES_TAG = "imgrank/failed_sequences"
 PARTITION_TAG = "dagster/partition"
 # Run lanes (dagster.yaml limits each to one run at a time): a label change never waits
 # behind a view refresh or a ranking.
@@ -56,6 +58,11 @@ PIPELINE_LANE = "pipeline"  # discovery, ingestion, ranking
 LABELS_LANE = "labels"
 VIEWS_LANE = "views"
 ANNOTATION_LANE = "annotation"  # sending a batch to the annotation tool (no limit)
+# Dagster's run retries (dagster.yaml run_retries): a failed run that Dagster will retry, and
+# the retry it launched.
+WILL_RETRY_TAG = "dagster/will_retry"
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 # A run over a range of partitions (what a single-run backfill launches).
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"

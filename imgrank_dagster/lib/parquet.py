@@ -18,9 +18,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from imgrank_dagster.lib.parquet_integrity import (
+    READ_ERRORS,
+    CorruptFileError,
+    corrupt_file_message,
+    integrity_problem,
+    with_integrity_record,
+)
+
 LINEAGE_METADATA_KEY = b"imgrank.lineage"
 ATTRS_METADATA_KEY = b"imgrank.attrs"
 PREVIEW_ROWS = 10
+PREVIEW_TEXT_CHARS = 200  # a longer cell (a 50 MB label name) is cut: metadata stays small
+# write_frame's temporary files: ".<name>.<uuid>.tmp" beside the target.
+TEMP_SUFFIX = ".tmp"
 
 
 def frame_data_version(frame: pd.DataFrame) -> str:
@@ -56,11 +67,12 @@ def write_frame(frame: pd.DataFrame, path: UPath, lineage: dict[str, Any]) -> pa
     metadata[LINEAGE_METADATA_KEY] = json.dumps(lineage).encode()
     if frame.attrs:
         metadata[ATTRS_METADATA_KEY] = json.dumps(frame.attrs, default=str).encode()
-    table = table.replace_schema_metadata(metadata)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    table = with_integrity_record(table.replace_schema_metadata(metadata))
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     try:
         with temporary.open("wb") as handle:
-            pq.write_table(table, handle)
+            # Page checksums: a flipped bit in the data fails the read (lib.parquet_integrity).
+            pq.write_table(table, handle, write_page_checksum=True)
         temporary.rename(path)
     except BaseException:
         if temporary.exists():
@@ -70,19 +82,40 @@ def write_frame(frame: pd.DataFrame, path: UPath, lineage: dict[str, Any]) -> pa
 
 
 def read_table(path: UPath, columns: list[str] | None, asset: str) -> pa.Table:
-    """The stored table (only `columns` when given); a missing column names the fix."""
+    """The stored table (only `columns` when given), checked against its page checksums and
+    integrity record; a missing column or a corrupt file names the fix."""
     with path.open("rb") as handle:
         try:
-            return pq.read_table(handle, columns=columns)
-        except pa.ArrowInvalid:
-            handle.seek(0)
-            missing = sorted(set(columns or []) - set(pq.read_schema(handle).names))
+            table = pq.read_table(handle, columns=columns, page_checksum_verification=True)
+            problem = integrity_problem(table)
+        except READ_ERRORS as error:
+            missing = _missing_columns(handle, columns)
             if not missing:
-                raise
+                raise CorruptFileError(corrupt_file_message(path, asset, _cause(error))) from error
+        else:
+            if problem is not None:
+                raise CorruptFileError(corrupt_file_message(path, asset, problem))
+            return table
     raise ValueError(
         f"{asset}: {path} has no column(s) {missing}; it was written by an earlier version "
         f"of {asset}: materialize {asset} again"
     )
+
+
+def _cause(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
+def _missing_columns(handle: Any, columns: list[str] | None) -> list[str]:
+    """Requested columns the file does not have ([] also when its schema cannot be read)."""
+    if not columns:
+        return []
+    try:
+        handle.seek(0)
+        return sorted(set(columns) - set(pq.read_schema(handle).names))
+    except READ_ERRORS:
+        return []
 
 
 def table_lineage(table: pa.Table) -> dict[str, Any]:
@@ -118,11 +151,20 @@ def schema_columns(table: pa.Table) -> list[tuple[str, str]]:
     return [(field.name, str(field.type)) for field in table.schema]
 
 
+def _cell_preview(value: object) -> object:
+    """Array and list cells show their length; missing ones (an image not embedded) show so."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return f"[{len(value)} values]"
+    if isinstance(value, str) and len(value) > PREVIEW_TEXT_CHARS:
+        return f"{value[:PREVIEW_TEXT_CHARS]}... ({len(value)} characters)"
+    return value
+
+
 def preview_markdown(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
     """The first rows as markdown; array and list cells show their length."""
     preview = frame.head(rows).copy()
     for name in preview.columns:
-        first = preview[name].iloc[0] if len(preview) else None
-        if isinstance(first, np.ndarray | list):
-            preview[name] = preview[name].map(lambda v: f"[{len(v)} values]")
+        dtype = preview[name].dtype
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            preview[name] = preview[name].map(_cell_preview)
     return preview.to_markdown(index=False) if len(preview) else "(no rows)"

@@ -55,6 +55,11 @@ def unregistered_partitions(
         except SourceError as error:
             problems.append(str(error))
             continue
+        except Exception as error:  # one collection's folder never stops the others
+            problems.append(
+                f"{collection.name}: {collection.image_root}: {type(error).__name__}: {error}"
+            )
+            continue
         problems.extend(f"{collection.name}: {note}" for note in found.notes)
         for sequence_id in found.sequence_ids:
             key = sequence_key(collection.name, sequence_id)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from imgrank_dagster.core.config import Collection, CollectionConfigError, load_collections
+from imgrank_dagster.core.config import (
+    Collection,
+    CollectionConfigError,
+    load_collections,
+    load_collections_tolerant,
+)
 from imgrank_dagster.lib.io_manager import ParquetIOManager
 from imgrank_dagster.lib.names import FIFTYONE_DB_DIR
 
@@ -28,8 +33,16 @@ class ImgrankConfig(dg.ConfigurableResource):
     def collections(self) -> dict[str, Collection]:
         return load_collections(self.collections_file)
 
+    def collections_and_problems(self) -> tuple[dict[str, Collection], dict[str, str]]:
+        """(valid collections, problem of each invalid one): what sensors use, so that one
+        broken collection never stops the others. An unreadable file still raises."""
+        return load_collections_tolerant(self.collections_file)
+
     def collection(self, name: str) -> Collection:
-        collections = self.collections()
+        """One collection; another collection's mistake in the file does not matter here."""
+        collections, problems = self.collections_and_problems()
+        if name in problems:
+            raise CollectionConfigError(problems[name])
         if name not in collections:
             raise CollectionConfigError(
                 f"{self.collections_file}: no collection named {name!r} "

@@ -33,6 +33,7 @@ from imgrank_dagster.lib.partitions import (
     sequence_partitions,
     unregistered_partitions,
 )
+from imgrank_dagster.lib.runs_alive import fail_dead_runs, live_run_records
 
 
 def register_partitions(
@@ -103,6 +104,7 @@ def run_job(
 ) -> dg.ExecuteInProcessResult:
     """One run of a job (for one partition, or the range its tags name); failures are in the
     result, not raised. progress, if given, hears of every step as it starts and ends."""
+    fail_dead_runs(instance)  # a killed earlier run must not hold a pool slot this run needs
     job = definitions.resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
     execute = functools.partial(
@@ -167,6 +169,8 @@ def ingest_collection(
     size = (policy.max_partitions_per_run if policy else None) or 1
     wanted = set(unembedded_sequences(instance, collection))
     all_keys = instance.get_dynamic_partitions(sequence_partitions.name)
+    for dead in fail_dead_runs(instance):  # e.g. a `make demo` killed during ingestion
+        report(f"  {dead.describe()}: its worker is gone; marked failed, pool slots freed")
     failed: list[str] = []
     for keys in partition_ranges(all_keys, wanted, size):
         started = time.perf_counter()
@@ -189,14 +193,6 @@ def ingest_collection(
     return failed
 
 
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
 def collections_with_active_runs(
     instance: dg.DagsterInstance, lanes: Iterable[str] | None = None
 ) -> set[str]:
@@ -208,7 +204,7 @@ def collections_with_active_runs(
     """
     wanted = None if lanes is None else set(lanes)
     busy: set[str] = set()
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
+    for record in live_run_records(instance):  # a run whose worker is gone is not waited for
         tags = record.dagster_run.tags
         if wanted is not None and tags.get(LANE_TAG, "") not in wanted | {""}:
             continue

@@ -12,6 +12,7 @@ from imgrank_dagster.core.config.collections import (
     ScoringSettings,
     Strategy,
     load_collections,
+    load_collections_tolerant,
     parse_collections,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "ScoringSettings",
     "Strategy",
     "load_collections",
+    "load_collections_tolerant",
     "parse_collections",
 ]

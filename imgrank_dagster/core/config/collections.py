@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imgrank_dagster.core.config.keys import COLLECTION_NAME_PATTERN
+from imgrank_dagster.core.config.yaml_file import YamlFileError, read_yaml_document
 
 
 class CollectionConfigError(ValueError):
@@ -225,6 +225,9 @@ class Collection(_Strict):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     # The annotation tool the next batch goes to; None: labels arrive as files only.
     annotation: AnnotationSettings | None = None
+    # A labels change that removes more than half of the labelled images is held until it is
+    # confirmed (the same content saved again); true applies such a change at once.
+    allow_labels_shrink: bool = False
     # Directory that relative paths were resolved against (the collections file's folder).
     data_dir: Path
 
@@ -272,26 +275,51 @@ def _resolve(data_dir: Path, value: Path | None) -> Path | None:
 
 def parse_collections(document: object, path: Path) -> dict[str, Collection]:
     """Validate a parsed collections document; relative paths are taken from path's folder."""
+    collections, problems = parse_collections_tolerant(document, path)
+    if problems:
+        raise CollectionConfigError(next(iter(problems.values())))
+    return collections
+
+
+def parse_collections_tolerant(
+    document: object, path: Path
+) -> tuple[dict[str, Collection], dict[str, str]]:
+    """(valid collections, problem of each invalid one): one bad collection never hides the
+    others. A document without a 'collections' mapping is an error for all of them."""
     if not isinstance(document, dict) or set(document) != {"collections"}:
         raise CollectionConfigError(f"{path}: expected one top-level key 'collections'")
     entries = document["collections"]
     if not isinstance(entries, dict) or not entries:
         raise CollectionConfigError(f"{path}: 'collections' must map names to collections")
+    return _parse_each(entries, path)
+
+
+def _parse_each(
+    entries: dict[Any, Any], path: Path
+) -> tuple[dict[str, Collection], dict[str, str]]:
     data_dir = path.parent.resolve()
     collections: dict[str, Collection] = {}
+    problems: dict[str, str] = {}
     for name, body in entries.items():
-        if not isinstance(body, dict):
-            raise CollectionConfigError(f"{path}: collection {name!r} must be a mapping")
-        if "source" not in body:
-            raise CollectionConfigError(f"{path}: collection {name!r} has no source")
         try:
-            collection = Collection.model_validate({**body, "name": name, "data_dir": data_dir})
-        except ValidationError as error:
-            raise CollectionConfigError(_format_errors(path, str(name), error)) from None
-        collection = _with_resolved_paths(collection, data_dir)
-        _check_paths(path, collection)
-        collections[name] = collection
-    return collections
+            collections[name] = _parse_collection(name, body, path, data_dir)
+        except CollectionConfigError as error:
+            problems[str(name)] = str(error)
+    return collections, problems
+
+
+def _parse_collection(name: Any, body: object, path: Path, data_dir: Path) -> Collection:
+    if not isinstance(body, dict):
+        raise CollectionConfigError(f"{path}: collection {name!r} must be a mapping")
+    if "source" not in body:
+        raise CollectionConfigError(f"{path}: collection {name!r} has no source")
+    try:
+        collection = Collection.model_validate({**body, "name": name, "data_dir": data_dir})
+    except ValidationError as error:
+        raise CollectionConfigError(_format_errors(path, str(name), error)) from None
+    collection = _with_resolved_paths(collection, data_dir)
+    _check_paths(path, collection)
+    return collection
 
 
 def _with_resolved_paths(collection: Collection, data_dir: Path) -> Collection:
@@ -340,14 +368,23 @@ def _check_paths(path: Path, collection: Collection) -> None:
 
 def load_collections(path: Path) -> dict[str, Collection]:
     """Read and validate the collections file."""
+    return parse_collections(read_collections_document(path), path)
+
+
+def load_collections_tolerant(path: Path) -> tuple[dict[str, Collection], dict[str, str]]:
+    """The valid collections of the file and the problem of each invalid one (sensors use it:
+    a typo in one collection must not stop the others). An unreadable file still raises."""
+    return parse_collections_tolerant(read_collections_document(path), Path(path))
+
+
+def read_collections_document(path: Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise CollectionConfigError(f"{path}: collections file not found")
     try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise CollectionConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_collections(document, path)
+        return read_yaml_document(path)
+    except YamlFileError as error:
+        raise CollectionConfigError(str(error)) from None
 
 
 COLLECTIONS_FILE_HEADER = (
@@ -362,6 +399,8 @@ def add_collection(path: Path, name: str, entry: dict[str, object]) -> Collectio
     result is validated as a whole before it replaces the file (atomically). A name already
     in the file, or an entry that does not validate, is an error and changes nothing.
     """
+    import yaml
+
     from imgrank_dagster.core.files import write_atomically
 
     path = Path(path)

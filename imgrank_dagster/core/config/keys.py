@@ -7,7 +7,9 @@ is the one home of that rule; the IO manager, the sensors and the CLI all call i
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable
 
 COLLECTION_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -43,9 +45,25 @@ def sequence_keys_of(partition_keys: Iterable[str], collection: str) -> list[str
     return [key for key in partition_keys if key.startswith(prefix)]
 
 
+SEQUENCE_ID_MAX_CHARS = 64
+_SEQUENCE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_NAME_HASH_CHARS = 8
+
+
 def sanitize_sequence_id(raw: str) -> str:
-    """A sequence id safe in partition keys and file names (no dots, slashes or spaces)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-")
-    if not cleaned:
-        raise ValueError(f"sequence name {raw!r} has no usable characters")
-    return cleaned
+    """A sequence id safe in partition keys and file names, for any name a folder can have.
+
+    A name that is already such an id (ASCII letters, digits, '-' and '_', at most
+    SEQUENCE_ID_MAX_CHARS) is its own id. Any other name keeps its ASCII letters and digits
+    (accents dropped, the rest turned into '-', cut to fit) and gets '-' and 8 hex characters
+    of a hash of the name: 'seq x' and 'seq-x' get different ids, '日本' gets 'seq-<hash>',
+    a 220-character name a short id. An id depends on the name alone, so it never changes.
+    """
+    if _SEQUENCE_ID.match(raw) and len(raw) <= SEQUENCE_ID_MAX_CHARS:
+        return raw
+    # surrogateescape: a name that is not valid UTF-8 hashes as the bytes on disk.
+    name_hash = hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()
+    ascii_name = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", ascii_name).strip("-_")
+    slug = slug[: SEQUENCE_ID_MAX_CHARS - _NAME_HASH_CHARS - 1].rstrip("-_") or "seq"
+    return f"{slug}-{name_hash[:_NAME_HASH_CHARS]}"

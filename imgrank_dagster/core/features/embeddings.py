@@ -7,6 +7,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -51,6 +52,26 @@ def quiet_fastdup() -> Iterator[None]:
         os.close(saved)
 
 
+_TEMPDIR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def temporary_files_in(folder: str) -> Iterator[None]:
+    """Python's temporary files go into folder meanwhile.
+
+    fastdup writes the image list it is given to a NamedTemporaryFile(delete=False) plus a
+    ".csv" beside it and never removes them: left in /tmp they would list every image's
+    absolute path, two files per run. In fastdup's work folder they go away with it.
+    """
+    with _TEMPDIR_LOCK:
+        previous = tempfile.tempdir
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
 def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.DataFrame:
     """Run fastdup once over the files: one row per image id, `failed` with fastdup's code.
 
@@ -66,7 +87,11 @@ def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.Data
     if len(set(paths)) != len(paths):
         raise ValueError("the same file is listed twice")
     id_by_path = dict(zip(paths, image_ids, strict=True))
-    with tempfile.TemporaryDirectory(prefix="imgrank-fastdup-") as work_dir, quiet_fastdup():
+    with (
+        tempfile.TemporaryDirectory(prefix="imgrank-fastdup-") as work_dir,
+        temporary_files_in(work_dir),
+        quiet_fastdup(),
+    ):
         dataset = fastdup.create(work_dir=work_dir, input_dir=os.path.commonpath(paths))
         dataset.run(
             annotations=pd.DataFrame({"filename": paths}),

@@ -212,6 +212,10 @@ def _read_json(file: Path, source: str, text: str) -> list[LabelEntry]:
         raise LabelFileError(
             f"{file}: line {error.lineno}, column {error.colno}: not valid JSON: {error.msg}"
         ) from None
+    except RecursionError:
+        raise LabelFileError(
+            f"{file}: line 1: JSON nested too deeply to be a COCO or Label Studio export"
+        ) from None
     if isinstance(document, dict) and "images" in document:
         references = _coco_references(file, text, document)
         names = references
@@ -433,7 +437,10 @@ def _json_structure_error(
     decoder.parse_object = parse_object  # type: ignore[assignment]
     decoder.parse_array = parse_array  # type: ignore[assignment]
     decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[assignment]
-    node: Any = decoder.decode(text)
+    try:
+        node: Any = decoder.decode(text)
+    except RecursionError:  # the pure-Python decoder nests deeper than the C one
+        return LabelFileError(f"{file}: {problem}")
     line = 1
     for key in location:
         line = getattr(node, "line", line)

@@ -57,9 +57,12 @@ class LabelMatch:
             "class_conflict_examples": dict(list(self.class_conflicts.items())[:max_examples]),
             "matched_by": {kind: int(counts.get(kind, 0)) for kind in MATCH_KINDS},
             "unknown": len(self.unknown),
-            "unknown_examples": self.unknown[:max_examples],
+            "unknown_examples": [short_name(name) for name in self.unknown[:max_examples]],
             "ambiguous": len(self.ambiguous),
-            "ambiguous_examples": dict(list(self.ambiguous.items())[:max_examples]),
+            "ambiguous_examples": {
+                short_name(name): candidates[:EXAMPLE_CANDIDATES]
+                for name, candidates in list(self.ambiguous.items())[:max_examples]
+            },
             "skipped_files": list(self.skipped_files),
             "labels_missing": self.labels_missing,
         }
@@ -78,6 +81,15 @@ class LabelMatch:
         return rows
 
 
+EXAMPLE_NAME_CHARS = 200
+EXAMPLE_CANDIDATES = 20
+
+
+def short_name(name: str, limit: int = EXAMPLE_NAME_CHARS) -> str:
+    """A label name for a message: a name longer than limit is cut, with its length noted."""
+    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
+
 def _normalise(name: str) -> str:
     """Forward slashes, no empty or "." components: "./a//b" and "/a/b" become "a/b"."""
     parts = name.strip().replace("\\", "/").split("/")
@@ -90,17 +102,20 @@ class _ImageIndex:
         if missing:
             raise ValueError(f"images needs columns image_id and path; missing: {sorted(missing)}")
         image_ids = images["image_id"].tolist()
-        paths = images["path"].tolist()
-        for column, values in (("image_id", image_ids), ("path", paths)):
-            bad = [value for value in values if not isinstance(value, str) or not value]
-            if bad:
-                raise ValueError(f"images.{column} must hold non-empty strings, got {bad[:3]!r}")
+        # A rejected image without a file (a failed download, a name that is not UTF-8) has
+        # no path: it is matched by its id only.
+        paths = [path if isinstance(path, str) and path else None for path in images["path"]]
+        bad = [value for value in image_ids if not isinstance(value, str) or not value]
+        if bad:
+            raise ValueError(f"images.image_id must hold non-empty strings, got {bad[:3]!r}")
         self.ids: set[str] = set(image_ids)
         if len(self.ids) != len(image_ids):
             duplicated = pd.Series(image_ids)[pd.Series(image_ids).duplicated()]
             raise ValueError(f"images.image_id has duplicates, e.g. {sorted(duplicated)[:5]}")
         self.by_path: dict[str, str] = {}
         for image_id, path in zip(image_ids, paths, strict=True):
+            if path is None:
+                continue
             normalised = _normalise(path)
             if normalised in self.by_path:
                 raise ValueError(f"images.path has duplicates, e.g. {normalised!r}")

@@ -12,6 +12,7 @@ A folder that holds no image files is not a sequence, and is reported as such.
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ def _sequence_files(folder: Path) -> list[Path]:
     """Every non-hidden file below a sequence folder (sidecars excluded), in name order."""
     files = (
         path
-        for path in folder.rglob("*")
+        for path in sequence_files(folder)
         if path.is_file()
         and not path.name.startswith(".")
         and path.suffix.lower() not in SIDECAR_SUFFIXES
@@ -158,14 +159,36 @@ def folder_sequences(root: Path, **scan: object) -> dict[str, list[Path]]:
     return scan_folder(root, **scan).sequences  # type: ignore[arg-type]
 
 
+def stored_name(name: str) -> str:
+    """A file name as text that can be stored: bytes that are not UTF-8 become \\xNN escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8_name(name: str) -> bool:
+    return stored_name(name) == name
+
+
 def image_ids_for(sequence_id: str, file_names: list[str]) -> list[str]:
     """'<sequence>/<stem>', or '<sequence>/<file name>' where two files share a stem."""
+    file_names = [stored_name(name) for name in file_names]
     stems = [Path(name).stem for name in file_names]
     shared = {stem for stem in stems if stems.count(stem) > 1}
     return [
         f"{sequence_id}/{name if stem in shared else stem}"
         for name, stem in zip(file_names, stems, strict=True)
     ]
+
+
+def _inspect_named(file: Path, relative: str) -> ImageInspection:
+    if not is_utf8_name(relative):
+        # Its path could not be stored (Parquet text is UTF-8), so it could never be read back.
+        return ImageInspection(
+            status="rejected",
+            reason=f"file or folder name is not valid UTF-8 ({stored_name(relative)}): rename it",
+            sha256="",
+            bytes=0,
+        )
+    return inspect_image(file)
 
 
 def inspection_rows(
@@ -175,9 +198,11 @@ def inspection_rows(
     workers: int = 2,
     sidecars: dict | None = None,
 ) -> pd.DataFrame:
-    """One raw_image_sequences row per file, in the given order; sidecar values win."""
+    """One raw_image_sequences row per file, in the given order; sidecar values win. A file
+    whose name cannot be stored is a rejected row without a path (its reason shows the name)."""
+    relative = [file.relative_to(root).as_posix() for file in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        inspections: list[ImageInspection] = list(pool.map(inspect_image, files))
+        inspections: list[ImageInspection] = list(pool.map(_inspect_named, files, relative))
     records = [lookup(sidecars, file) if sidecars else None for file in files]
     blank = SidecarRecord()
     records = [record or blank for record in records]
@@ -194,7 +219,7 @@ def inspection_rows(
             "image_id": ids,
             "sequence_id": sequence_id,
             "sequence_index": range(len(files)),
-            "path": [file.relative_to(root).as_posix() for file in files],
+            "path": [path if is_utf8_name(path) else None for path in relative],
             "sha256": [item.sha256 for item in inspections],
             "bytes": [item.bytes for item in inspections],
             "width": pd.array([item.width for item in inspections], dtype="Int64"),
@@ -238,3 +263,17 @@ def ingest_folder_sequence(
     folders = {root, *(file.parent for file in files)}
     index = sidecar_index([*sidecars, *sidecar_files(sorted(folders))])
     return inspection_rows(sequence_id, root, files, sidecars=index)
+
+
+def sequence_files(folder: Path) -> list[Path]:
+    """Every file under folder (symlinked folders are not followed). A folder that cannot be
+    listed is an error naming it: its images would otherwise be left out without a word."""
+
+    def unreadable(error: OSError) -> None:
+        raise SourceError(f"{error.filename}: cannot list folder: {error.strerror or error}")
+
+    return [
+        Path(here) / name
+        for here, _, names in os.walk(folder, onerror=unreadable)
+        for name in names
+    ]

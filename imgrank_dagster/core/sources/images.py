@@ -58,8 +58,18 @@ def inspect_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ImageInspection:
-    """Decode the whole file once; never raises for a bad image, returns a rejection instead."""
-    path = Path(path)
+    """Decode the whole file once; never raises for a bad image, returns a rejection instead.
+
+    Whatever goes wrong with one file (unreadable, a decoder bug, an odd format) is that
+    file's rejection with the reason, never an error of its sequence.
+    """
+    try:
+        return _inspect_image(Path(path), max_pixels, max_bytes)
+    except Exception as error:
+        return _rejected(f"cannot inspect file: {type(error).__name__}: {str(error)[:200]}")
+
+
+def _inspect_image(path: Path, max_pixels: int, max_bytes: int) -> ImageInspection:
     try:
         size = path.stat().st_size
     except OSError as error:
@@ -68,7 +78,10 @@ def inspect_image(
         return _rejected("empty file (0 bytes)")
     if size > max_bytes:
         return _rejected(f"file too large ({size} bytes > {max_bytes})", size=size)
-    sha256 = file_sha256(path)
+    try:
+        sha256 = file_sha256(path)
+    except OSError as error:  # no read permission, an I/O error
+        return _rejected(f"cannot read file: {error.strerror or error}", size=size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

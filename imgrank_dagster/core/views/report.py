@@ -489,7 +489,8 @@ def _rejected(data: ReportData, thumbnails: _Thumbnails) -> str:
         return "<p>No image was rejected.</p>"
     rows = []
     for row in data.rejected.sort_values("image_id").head(REJECTED_IMAGES).itertuples(index=False):
-        src = thumbnails.src(row.path)
+        has_file = isinstance(row.path, str) and bool(row.path)  # no path: no file to show
+        src = thumbnails.src(row.path) if has_file else None
         preview = (
             f'<img class="small" src="{_e(src)}" alt="{_e(row.image_id)}">'
             if src
@@ -497,7 +498,8 @@ def _rejected(data: ReportData, thumbnails: _Thumbnails) -> str:
         )
         rows.append(
             f"<tr><td>{preview}</td><td><code>{_e(row.image_id)}</code><br>"
-            f'<span class="muted">{_e(row.path)}</span></td><td>{_e(row.reason)}</td></tr>'
+            f'<span class="muted">{_e(row.path if has_file else "")}</span></td>'
+            f"<td>{_e(row.reason)}</td></tr>"
         )
     more = len(data.rejected) - REJECTED_IMAGES
     note = f'<p class="muted">{more} more not shown.</p>' if more > 0 else ""

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from imgrank_dagster.core.config.keys import split_sequence_key
+from imgrank_dagster.defs.ingestion.isolation import LOGGED_ROWS, fail_sequences, log_some
 from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.metadata import counts_table, frame_table, partitions_output
 from imgrank_dagster.lib.names import FASTDUP_POOL, INGESTION_GROUP
@@ -42,17 +43,32 @@ def raw_image_sequences(
     from imgrank_dagster.core.sources import ingest_sequence
 
     frames: dict[str, Frame] = {}
+    failures: dict[str, str] = {}
     roots: dict[str, str] = {}
     for key in context.partition_keys:
-        collection_name, sequence_id = split_sequence_key(key)
-        collection = imgrank.collection(collection_name)
-        roots[key] = str(collection.image_root)
-        frames[key] = ingest_sequence(collection, sequence_id, progress=context.log.info)
+        # One sequence's failure is reported with the others' outcome, never in their place.
+        try:
+            collection_name, sequence_id = split_sequence_key(key)
+            collection = imgrank.collection(collection_name)
+            roots[key] = str(collection.image_root)
+            frames[key] = ingest_sequence(collection, sequence_id, progress=context.log.info)
+        except Exception as error:
+            failures[key] = f"{type(error).__name__}: {error}"
+            context.log.error(f"{key}: could not be ingested: {failures[key][:500]}")
+    if failures:
+        fail_sequences(context, failures, len(frames))
     own = {}
     for key, frame in frames.items():
         rejected = frame[frame["status"] != "ok"]
-        for row in rejected.itertuples():
-            context.log.warning(f"rejected {row.path}: {row.reason}")
+        log_some(
+            context,
+            [
+                f"rejected {row.image_id}: {row.reason}"
+                for row in rejected.head(LOGGED_ROWS).itertuples()
+            ],
+            len(rejected),
+            f"rejected images of {key} (see rejected_images and collection_images)",
+        )
         own[key] = {
             "accepted": int((frame["status"] == "ok").sum()),
             "rejected": len(rejected),
@@ -98,8 +114,15 @@ def image_features(
     own = {}
     for key, frame in frames.items():
         failed = frame[frame["status"] != "ok"]
-        for row in failed.itertuples():
-            context.log.warning(f"fastdup could not embed {row.image_id}: {row.error}")
+        log_some(
+            context,
+            [
+                f"fastdup could not embed {row.image_id}: {row.error}"
+                for row in failed.head(LOGGED_ROWS).itertuples()
+            ],
+            len(failed),
+            f"images of {key} fastdup could not embed (see collection_images)",
+        )
         own[key] = {
             "embedded": len(frame) - len(failed),
             "failed": len(failed),

@@ -4,6 +4,7 @@ import dagster as dg
 
 from imgrank_dagster.core.config import CollectionConfigError
 from imgrank_dagster.defs.ingestion.jobs import ingest_sequences_job
+from imgrank_dagster.lib.metadata import SKIP_MESSAGE_CHARS, bounded
 from imgrank_dagster.lib.partitions import (
     collection_partitions,
     sequence_partitions,
@@ -23,16 +24,22 @@ def collections_sensor(
     context: dg.SensorEvaluationContext, imgrank: ImgrankConfig
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        collections = imgrank.collections()
+        collections, config_problems = imgrank.collections_and_problems()
     except CollectionConfigError as error:
-        return dg.SkipReason(str(error))
+        return dg.SkipReason(bounded(str(error)))
     added_collections, added_sequences, problems = unregistered_partitions(
         collections.values(), context.instance
     )
+    problems = [*config_problems.values(), *problems]  # the other collections still count
     for problem in problems:
         context.log.warning(problem)
     if not added_collections and not added_sequences:
-        return dg.SkipReason("no new collection or sequence" + "".join(f"; {p}" for p in problems))
+        return dg.SkipReason(
+            bounded(
+                "no new collection or sequence" + "".join(f"; {bounded(p)}" for p in problems),
+                SKIP_MESSAGE_CHARS,
+            )
+        )
     return dg.SensorResult(
         dynamic_partitions_requests=[
             collection_partitions.build_add_request(added_collections),

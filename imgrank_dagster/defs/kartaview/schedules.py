@@ -31,7 +31,7 @@ def daily_refresh_schedule(
     context: dg.ScheduleEvaluationContext, imgrank: ImgrankConfig
 ) -> list[dg.RunRequest] | dg.SkipReason:
     try:
-        collections = imgrank.collections()
+        collections, _ = imgrank.collections_and_problems()  # collections_sensor reports them
     except CollectionConfigError as error:
         return dg.SkipReason(str(error))
     registered = set(context.instance.get_dynamic_partitions(collection_partitions.name))

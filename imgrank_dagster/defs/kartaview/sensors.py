@@ -71,7 +71,7 @@ def kartaview_sequences_sensor(
     io_manager: dg.ResourceParam[PartitionedParquetIOManager],
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        collections = imgrank.collections()
+        collections, _ = imgrank.collections_and_problems()  # collections_sensor reports them
     except CollectionConfigError as error:
         return dg.SkipReason(str(error))
     seen = _read_cursor(context.cursor)

@@ -48,13 +48,15 @@ def labeled_images(
     import pandas as pd
 
     from imgrank_dagster.core.labels import labelled_set_hash, load_labels
+    from imgrank_dagster.core.labels.matching import short_name
 
     collection = imgrank.collection(context.partition_key)
     match = load_labels(collection.labels, collection_images)
     summary = match.summary()
     problems = match.problems()
     if match.unknown:
-        context.log.warning(f"{len(match.unknown)} label names match no image: {match.unknown[:5]}")
+        examples = [short_name(name) for name in match.unknown[:5]]
+        context.log.warning(f"{len(match.unknown)} label names match no image: {examples}")
     if match.ambiguous:
         context.log.warning(f"{len(match.ambiguous)} label names match several images")
     if match.class_conflicts:

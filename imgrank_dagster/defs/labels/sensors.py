@@ -10,7 +10,9 @@ import dagster as dg
 from imgrank_dagster.core.config import Collection, CollectionConfigError
 from imgrank_dagster.defs.labels.assets import LABEL_FILES_READABLE, LABEL_MATCHING_COLUMNS
 from imgrank_dagster.defs.labels.jobs import apply_labels_job
+from imgrank_dagster.defs.labels.shrink import Shrink, ranked_labelled_count
 from imgrank_dagster.lib.io_manager import DATA_VERSION_METADATA, PartitionedParquetIOManager
+from imgrank_dagster.lib.metadata import SKIP_MESSAGE_CHARS, bounded
 from imgrank_dagster.lib.names import (
     CLUSTER_ASSIGNMENTS,
     COLLECTION_IMAGES,
@@ -35,6 +37,8 @@ LABEL_INDEPENDENT_INPUTS = [COLLECTION_IMAGES, CLUSTER_ASSIGNMENTS, IMAGE_BASE_S
 class LabelState:
     fingerprint: str  # file stats: cheap, checked every evaluation
     content: str  # file contents: hashed only when the stats changed
+    held: str = ""  # content of a change held because it shrank the labelled set (shrink.py)
+    held_message: str = ""
 
 
 def _read_cursor(cursor: str | None) -> dict[str, LabelState]:
@@ -101,9 +105,9 @@ def labels_sensor(
     io_manager: dg.ResourceParam[PartitionedParquetIOManager],
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        collections = imgrank.collections()
+        collections, config_problems = imgrank.collections_and_problems()
     except CollectionConfigError as error:
-        return dg.SkipReason(str(error))
+        return dg.SkipReason(bounded(str(error)))
     from imgrank_dagster.core.labels import (
         LabelFileError,
         label_source_content_hash,
@@ -114,7 +118,8 @@ def labels_sensor(
     states = _read_cursor(context.cursor)
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
     requests: list[dg.RunRequest] = []
-    problems: list[str] = []
+    problems: list[str] = [f"{name}: {problem}" for name, problem in config_problems.items()]
+    held: list[str] = []
     ranking_now = collections_with_active_runs(context.instance, lanes={PIPELINE_LANE})
     for name, collection in sorted(collections.items()):
         if name not in known or not _is_ranked(context.instance, name):
@@ -125,33 +130,50 @@ def labels_sensor(
         try:
             fingerprint = label_source_fingerprint(collection.labels)
             if previous and previous.fingerprint == fingerprint:
+                if previous.held:
+                    held.append(previous.held_message)
                 continue
             content = label_source_content_hash(collection.labels)
-            if previous and previous.content == content:
+            confirmed = bool(previous and previous.held and previous.held == content)
+            if previous and previous.content == content and not confirmed:
                 states[name] = LabelState(fingerprint, content)
                 continue
             match = _label_match(collection, io_manager)
+            labelled = labelled_set_hash(match.image_ids, match.image_classes)
+            if labelled == _ranked_labelled_set(context.instance, name):
+                states[name] = LabelState(fingerprint, content)
+                if match.unknown or match.ambiguous or match.skipped_files:
+                    # Nothing to re-rank, but names that match nothing (a typo) must show: a
+                    # run of labeled_images alone evaluates its label_names_match check.
+                    requests.append(
+                        dg.RunRequest(
+                            partition_key=name,
+                            asset_selection=[LABELED_IMAGES],
+                            run_key=f"{name}:label-names:{content[:16]}",
+                            tags={TRIGGER_TAG: "labels_sensor"},
+                        )
+                    )
+                continue  # the same labelled set, re-written
+            shrink = Shrink(
+                ranked_labelled_count(context.instance, name) or 0, len(match.image_ids)
+            )
+            if shrink.is_large and not (confirmed or collection.allow_labels_shrink):
+                # Nothing runs: the ranking keeps its labels until the change is confirmed.
+                message = shrink.warning(name, collection.labels)
+                context.log.warning(message)
+                held.append(message)
+                states[name] = LabelState(fingerprint, content, content, message)
+                continue
         except LabelFileError as error:
             # The ranking stays as it was until the file is fixed; the problem shows as a
             # failed check on labeled_images: a run of that check alone, once per problem.
             problems.append(f"{name}: {error}")
             requests.append(_problem_check_request(name, str(error)))
             continue
+        except Exception as error:  # any other fault of this collection's files or data
+            problems.append(f"{name}: labels {collection.labels}: {type(error).__name__}: {error}")
+            continue
         states[name] = LabelState(fingerprint, content)
-        labelled = labelled_set_hash(match.image_ids, match.image_classes)
-        if labelled == _ranked_labelled_set(context.instance, name):
-            if match.unknown or match.ambiguous or match.skipped_files:
-                # Nothing to re-rank, but names that match nothing (a typo) must show: a run
-                # of labeled_images alone evaluates its label_names_match check.
-                requests.append(
-                    dg.RunRequest(
-                        partition_key=name,
-                        asset_selection=[LABELED_IMAGES],
-                        run_key=f"{name}:label-names:{content[:16]}",
-                        tags={TRIGGER_TAG: "labels_sensor"},
-                    )
-                )
-            continue  # the same labelled set, re-written
         requests.append(
             dg.RunRequest(
                 partition_key=name,
@@ -162,11 +184,14 @@ def labels_sensor(
             )
         )
     cursor = json.dumps({name: asdict(state) for name, state in sorted(states.items())})
-    for problem in problems:
-        context.log.warning(f"label files could not be read: {problem}")
     if requests:
+        for problem in problems:  # a skip message would carry them; a result does not
+            context.log.warning(bounded(f"label files could not be read: {problem}"))
         return dg.SensorResult(run_requests=requests, cursor=cursor)
     context.update_cursor(cursor)
+    parts = [*held]
     if problems:
-        return dg.SkipReason("label files could not be read: " + "; ".join(problems))
-    return dg.SkipReason("no labelled set changed")
+        parts.append("label files could not be read: " + "; ".join(bounded(p) for p in problems))
+    return dg.SkipReason(
+        bounded(" | ".join(parts), SKIP_MESSAGE_CHARS) if parts else "no labelled set changed"
+    )

@@ -279,6 +279,7 @@ def labeling_priority(
     from imgrank_dagster.core.files import write_csv_atomically
     from imgrank_dagster.core.ranking import strategies
     from imgrank_dagster.core.ranking.checks import ranking_problems
+    from imgrank_dagster.lib.leftovers import clean_after_killed_writes
 
     collection = imgrank.collection(context.partition_key)
     labelled = set(labeled_images["image_id"])
@@ -296,6 +297,7 @@ def labeling_priority(
     if not any(problems.values()):
         # A ranking that breaks an invariant never replaces the spreadsheet people work from.
         write_csv_atomically(ranking, export)
+        clean_after_killed_writes(context.instance, export.parent, context.log)
     regions = ranking["region"].value_counts()
     yield frame_output(
         ranking,

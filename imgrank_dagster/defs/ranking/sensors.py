@@ -10,6 +10,7 @@ from imgrank_dagster.defs.ranking.jobs import rank_collection_job
 from imgrank_dagster.lib.names import (
     FEATURE_MATRIX,
     IMAGE_FEATURES,
+    LABELING_PRIORITY,
     LABELS_LANE,
     PIPELINE_LANE,
     TRIGGER_TAG,
@@ -37,14 +38,14 @@ def newest_by_collection(
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests one rank_collection run for a collection when some of its sequences "
-    "were embedded after its feature matrix was built and no run of the collection (discovery, "
-    "ingestion, ranking) is still queued or running.",
+    "were embedded after its feature matrix was built, or a ranking run stopped after building "
+    "it, and no live run of the collection (discovery, ingestion, ranking) is queued or running.",
 )
 def rank_after_ingestion_sensor(
     context: dg.SensorEvaluationContext, imgrank: ImgrankConfig
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        collections = imgrank.collections()
+        collections, _ = imgrank.collections_and_problems()  # collections_sensor reports them
     except CollectionConfigError as error:
         return dg.SkipReason(str(error))
     instance = context.instance
@@ -64,11 +65,20 @@ def rank_after_ingestion_sensor(
         FEATURE_MATRIX, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(names)
     )
     stale = [name for name in names if features.get(name, -1) > matrices.get(name, -1)]
-    if not stale:
+    # A ranking run that died after building the feature matrix left the ranking behind it.
+    rankings = instance.get_latest_storage_id_by_partition(
+        LABELING_PRIORITY, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(names)
+    )
+    unfinished = [
+        name
+        for name in names
+        if name not in stale and matrices.get(name, -1) > rankings.get(name, -1)
+    ]
+    if not stale and not unfinished:
         return dg.SkipReason("every collection is ranked on its newest features")
     # A view refresh may run beside a ranking; a label change or another ingestion may not.
     busy = collections_with_active_runs(instance, lanes={PIPELINE_LANE, LABELS_LANE})
-    waiting = [name for name in stale if name in busy]
+    waiting = [name for name in [*stale, *unfinished] if name in busy]
     requests = [
         dg.RunRequest(
             partition_key=name,
@@ -77,6 +87,15 @@ def rank_after_ingestion_sensor(
             tags={TRIGGER_TAG: "rank_after_ingestion_sensor"},
         )
         for name in stale
+        if name not in busy
+    ]
+    requests += [
+        dg.RunRequest(
+            partition_key=name,
+            run_key=f"{name}:unfinished:{matrices[name]}",  # once per feature matrix
+            tags={TRIGGER_TAG: "rank_after_ingestion_sensor"},
+        )
+        for name in unfinished
         if name not in busy
     ]
     if not requests:

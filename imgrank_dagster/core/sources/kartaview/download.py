@@ -293,7 +293,8 @@ def _row(sequence_id: str, outcome: _Outcome) -> dict[str, object]:
         "image_id": f"{sequence_id}/{photo.photo_id}",
         "sequence_id": sequence_id,
         "sequence_index": photo.sequence_index,
-        "path": f"{sequence_id}/{photo.photo_id}.jpg",
+        # A photo that could not be fetched has no file: no path that points nowhere.
+        "path": f"{sequence_id}/{photo.photo_id}.jpg" if inspection.ok else None,
         "sha256": inspection.sha256,
         "bytes": inspection.bytes,
         "width": inspection.width,

@@ -1,0 +1,1 @@
+"""Sensors that watch runs, not assets: this folder holds no asset group."""
