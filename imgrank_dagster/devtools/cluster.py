@@ -553,10 +553,14 @@ class ClusterClient:
         _ok(result)
         return result["backfillId"]
 
-    def launch_run(self, job: str, partition: str, tags: dict[str, str] | None = None) -> str:
-        return self.graphql.submit_job_execution(
-            job, tags={"dagster/partition": partition, **(tags or {})}
-        )
+    def launch_run(
+        self, job: str, partition: str | None = None, tags: dict[str, str] | None = None
+    ) -> str:
+        """Submit a run of the job for one partition (or, by tags, a range of them)."""
+        run_tags = dict(tags or {})
+        if partition is not None:
+            run_tags["dagster/partition"] = partition
+        return self.graphql.submit_job_execution(job, tags=run_tags)
 
     def runs(self, tags: dict[str, str]) -> list[dg.DagsterRun]:
         return [

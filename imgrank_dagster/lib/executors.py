@@ -41,6 +41,9 @@ CELERY_SETTINGS: dict[str, Any] = {
     "task_track_started": True,
     "task_acks_late": False,
     "broker_connection_retry_on_startup": True,
+    # Keep the worker's stdout/stderr real files: Dagster captures a step's output from them
+    # and the compute log manager uploads it (Celery would route them through its logger).
+    "worker_redirect_stdouts": False,
     "result_expires": 7 * 24 * 3600,
 }
 
