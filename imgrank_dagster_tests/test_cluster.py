@@ -176,7 +176,7 @@ def test_backfill_and_ranking_on_two_celery_workers_match_the_local_profile(
     ranking_steps = {
         step
         for steps in workers_of_runs(cluster.instance, [runs.ranking.run_id]).values()
-        for step in steps
+        for _, step in steps
     }
     assert LABELING_PRIORITY.to_user_string() in ranking_steps
 

@@ -503,11 +503,22 @@ class ClusterClient:
     def __init__(self, host: str, port: int, instance: dg.DagsterInstance) -> None:
         from dagster_graphql import DagsterGraphQLClient
 
+        self.url = f"http://{host}:{port}/graphql"
         self.graphql = DagsterGraphQLClient(host, port_number=port)
         self.instance = instance
 
     def _execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.graphql._execute(query, variables)  # the client's own GraphQL call
+        """One GraphQL request to the webserver; its errors raised as ClusterError."""
+        import requests
+
+        response = requests.post(
+            self.url, json={"query": query, "variables": variables or {}}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise ClusterError(f"GraphQL: {body['errors']}")
+        return body["data"]
 
     def _repository(self) -> dict[str, Any]:
         nodes = self._execute(SENSORS_QUERY)["repositoriesOrError"]["nodes"]
@@ -696,15 +707,17 @@ def ingest_and_rank(
     return CollectionRuns(backfill_id, ingestion, ranking)
 
 
-def workers_of_runs(instance: dg.DagsterInstance, run_ids: Iterable[str]) -> dict[str, set[str]]:
-    """{Celery worker: the steps it executed} from the runs' event logs (dagster-celery reports
-    "Executing steps ... in celery worker" with the worker's name)."""
-    executed: dict[str, set[str]] = {}
+def workers_of_runs(
+    instance: dg.DagsterInstance, run_ids: Iterable[str]
+) -> dict[str, set[tuple[str, str]]]:
+    """{Celery worker: the (run id, step) it executed} from the runs' event logs (dagster-celery
+    reports "Executing steps ... in celery worker" with the worker's name)."""
+    executed: dict[str, set[tuple[str, str]]] = {}
     for run_id in run_ids:
         for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
             event = entry.dagster_event
             metadata = event.engine_event_data.metadata if event.engine_event_data else {}
             worker = metadata.get("Celery worker")
             if worker is not None:
-                executed.setdefault(str(worker.value), set()).add(event.step_key or "")
+                executed.setdefault(str(worker.value), set()).add((run_id, event.step_key or ""))
     return executed
