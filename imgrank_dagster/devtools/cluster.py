@@ -222,24 +222,9 @@ class LocalCluster:
         redis_server = shutil.which("redis-server")
         if redis_server is None:
             raise ClusterError("redis-server is missing: apt-get install redis-server")
-        redis = self._spawn(
-            "redis",
-            [
-                redis_server,
-                "--port",
-                str(self.ports["redis"]),
-                "--bind",
-                HOST,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(self.root),
-            ],
-        )
+        command = [redis_server, "--port", str(self.ports["redis"]), "--bind", HOST]
+        command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        redis = self._spawn("redis", [*command, "--dir", str(self.root)])
         s3 = self._spawn(
             "s3",
             [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.ports["s3"])],
@@ -271,38 +256,14 @@ class LocalCluster:
             if os.geteuid() == 0:
                 shutil.chown(folder, "postgres", "postgres")
                 folder.chmod(0o700)
-            self._run_as_database_owner(
-                [
-                    str(binaries / "initdb"),
-                    "-D",
-                    str(folder),
-                    "-A",
-                    "trust",
-                    "-U",
-                    DB_USER,
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ]
-            )
+            initdb = [str(binaries / "initdb"), "-D", str(folder), "-A", "trust"]
+            self._run_as_database_owner([*initdb, "-U", DB_USER, "--no-sync", "-E", "UTF8"])
         options = f"-p {self.ports['postgres']} -k {folder} -h {HOST}"
         if self.fast_database:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run_as_database_owner(
-            [
-                str(binaries / "pg_ctl"),
-                "-D",
-                str(folder),
-                "-o",
-                options,
-                "-l",
-                str(folder / "server.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
+        command = [str(binaries / "pg_ctl"), "-D", str(folder), "-o", options]
+        command += ["-l", str(folder / "server.log"), "-w", "-t", "60", "start"]
+        self._run_as_database_owner(command)
         self._postgres_started = True
         import psycopg2
 
@@ -378,18 +339,9 @@ class LocalCluster:
         return found
 
     def start_webserver(self) -> None:
-        self._spawn(
-            "webserver",
-            [
-                str(Path(sys.executable).parent / "dagster-webserver"),
-                "-h",
-                HOST,
-                "-p",
-                str(self.ports["webserver"]),
-                "-m",
-                "imgrank_dagster.definitions",
-            ],
-        )
+        command = [str(Path(sys.executable).parent / "dagster-webserver"), "-h", HOST]
+        command += ["-p", str(self.ports["webserver"]), "-m", "imgrank_dagster.definitions"]
+        self._spawn("webserver", command)
 
     def wait_for_webserver(self, timeout: float = 180) -> None:
         import requests
@@ -403,15 +355,8 @@ class LocalCluster:
         wait_until(ready, "Dagster webserver", timeout, self.processes["webserver"].problem)
 
     def start_daemon(self) -> None:
-        self._spawn(
-            "daemon",
-            [
-                str(Path(sys.executable).parent / "dagster-daemon"),
-                "run",
-                "-m",
-                "imgrank_dagster.definitions",
-            ],
-        )
+        daemon = str(Path(sys.executable).parent / "dagster-daemon")
+        self._spawn("daemon", [daemon, "run", "-m", "imgrank_dagster.definitions"])
 
     # -- stopping -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -420,16 +365,9 @@ class LocalCluster:
             managed.stop()
         self.processes.clear()
         if self._postgres_started:
+            pg_ctl = str(postgres_binaries() / "pg_ctl")
             self._run_as_database_owner(
-                [
-                    str(postgres_binaries() / "pg_ctl"),
-                    "-D",
-                    str(self.postgres_dir),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "stop",
-                ]
+                [pg_ctl, "-D", str(self.postgres_dir), "-m", "fast", "stop"]
             )
             self._postgres_started = False
 
