@@ -19,7 +19,7 @@ export IMGRANK_LABEL_STUDIO_URL ?= http://127.0.0.1:$(LABEL_STUDIO_PORT)
 export IMGRANK_LABEL_STUDIO_TOKEN_FILE ?= $(DATA)/label-studio/token
 export IMGRANK_LABEL_STUDIO_DOCUMENT_ROOT ?= $(DATA)
 
-.PHONY: demo demo-kartaview app test ui bench lint install clean-data
+.PHONY: demo demo-kartaview cluster-demo app test ui bench lint install install-cluster clean-data
 .PHONY: label-studio label-studio-install send
 
 $(BIN)/.installed: pyproject.toml
@@ -38,6 +38,15 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The cluster and kubernetes profiles' libraries (PostgreSQL, Celery, S3, Kubernetes): the
+# tests and the cluster demo need them, `make demo` does not. Once installed, Dagster imports
+# dagster-aws' component registry (boto3) whenever it loads the definitions (README).
+$(BIN)/.installed-cluster: pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install --quiet -e ".[dev,cluster,k8s]"
+	touch $@
+
+install-cluster: $(BIN)/.installed-cluster
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
@@ -48,6 +57,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 # The KartaView path offline: a stand-in server on 127.0.0.1, data under data/kartaview-demo.
 demo-kartaview: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m imgrank_dagster.cli demo-kartaview
+
+# The demo on the cluster profile, every service on 127.0.0.1: PostgreSQL (Debian's), Redis,
+# an S3 stand-in (moto), two Celery workers, the webserver (http://127.0.0.1:3000) and the
+# daemon, under data/cluster/. Ctrl-C stops all of them.
+cluster-demo: install-cluster
+	$(BIN)/python -m imgrank_dagster.cli cluster-demo
 
 # The FiftyOne App on the demo collection, http://127.0.0.1:5151 (saved view "label next").
 # Builds the demo's FiftyOne dataset and HTML report first if they are missing or older than
@@ -72,7 +87,7 @@ label-studio: install label-studio-install
 send: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m imgrank_dagster.cli send demo $(if $(COUNT),--count $(COUNT))
 
-test: install
+test: install-cluster
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
@@ -96,4 +111,4 @@ lint: install
 	$(BIN)/ruff format --check .
 
 clean-data:
-	rm -rf $(DATA)/demo $(DATA)/warehouse $(DATA)/exports $(DATA)/fiftyone $(DAGSTER_HOME)
+	rm -rf $(DATA)/demo $(DATA)/warehouse $(DATA)/exports $(DATA)/fiftyone $(DAGSTER_HOME) $(DATA)/cluster

@@ -6,6 +6,9 @@
     imgrank app [NAME]                 the FiftyOne App on a ranked collection
     imgrank send NAME [--count N]      the next batch to the annotation tool (Label Studio)
     imgrank demo | demo-kartaview      the development demos (imgrank_dagster.devtools)
+    imgrank cluster-demo               the demo on the cluster profile's services, locally
+    imgrank check-services             does every service of the profile answer? (deploy/)
+    imgrank worker --name NAME         a Celery worker of the cluster profile
 
 Every command goes through the same jobs and the same Dagster instance as the UI (DAGSTER_HOME,
 default <data dir>/dagster_home), so everything it does shows in `make ui` afterwards. The data
@@ -307,6 +310,65 @@ def run_send(collection: str, count: int | None, per_cluster: int | None) -> int
     return 0 if ok else 1
 
 
+# --- the cluster profile (deploy/README.md) ------------------------------------------------------
+
+
+def run_check_services() -> int:
+    from imgrank_dagster.lib.services import check_services
+
+    problems = check_services()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print("every service of the configured profile answers")
+    return 1 if problems else 0
+
+
+def run_worker(name: str, concurrency: int) -> int:
+    """Check the services, then become dagster-celery's worker (exec: one process to stop)."""
+    from pathlib import Path
+
+    import yaml
+
+    from imgrank_dagster.core.files import write_atomically
+    from imgrank_dagster.lib.executors import CELERY_SETTINGS
+    from imgrank_dagster.lib.services import (
+        CELERY_BACKEND_ENV,
+        CELERY_BROKER_ENV,
+        EXECUTOR_ENV,
+        check_services,
+    )
+
+    os.environ.setdefault(EXECUTOR_ENV, "celery")
+    problems = check_services()
+    if problems:
+        print(f"worker {name} not started:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    # The executor's settings (lib.executors); addresses stay in the environment.
+    config = {
+        "execution": {
+            "config": {
+                "broker": {"env": CELERY_BROKER_ENV},
+                "backend": {"env": CELERY_BACKEND_ENV},
+                "config_source": CELERY_SETTINGS,
+            }
+        }
+    }
+    path = Path(os.environ["DAGSTER_HOME"]) / "celery" / f"{name}.yaml"
+    write_atomically(path, lambda temporary: temporary.write_text(yaml.safe_dump(config)))
+    # dagster-celery starts `celery` from PATH: this environment's own.
+    scripts = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    command = str(Path(scripts) / "dagster-celery")
+    arguments = [command, "worker", "start", "-A", "dagster_celery.app", "-y", str(path)]
+    arguments += ["-n", name, "--", f"--concurrency={concurrency}", "--without-gossip"]
+    sys.stdout.flush()
+    os.execv(command, arguments)
+    return 1  # not reached
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -370,6 +432,19 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("name")
     send.add_argument("--count", type=int, help="images from the top of the ranking")
     send.add_argument("--per-cluster", type=int, help="images per cluster without labels")
+    cluster = commands.add_parser(
+        "cluster-demo",
+        help="start PostgreSQL, Redis, an S3 stand-in, two Celery workers, the webserver and "
+        "the daemon on 127.0.0.1, run the demo collection through them; Ctrl-C stops them",
+    )
+    cluster.add_argument("--images", type=int, default=600)
+    cluster.add_argument("--seed", type=int, default=0)
+    cluster.add_argument("--workers", type=int, default=2)
+    cluster.add_argument("--port", type=int, default=3000, help="the webserver's port")
+    commands.add_parser("check-services", help="check that every service of the profile answers")
+    worker = commands.add_parser("worker", help="a Celery worker of the cluster profile")
+    worker.add_argument("--name", required=True, help="unique per worker, e.g. gpu-host-1")
+    worker.add_argument("--concurrency", type=int, default=1, help="steps at once (default 1)")
     demo = commands.add_parser("demo", help="generate, ingest and rank the demo collection")
     demo.add_argument("--images", type=int, default=600)
     demo.add_argument("--seed", type=int, default=0)
@@ -398,9 +473,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_app(args.name or args.collection or DEMO_COLLECTION, args.port)
     if args.command == "send":
         return run_send(args.name, args.count, args.per_cluster)
+    if args.command == "check-services":
+        return run_check_services()
+    if args.command == "worker":
+        _instance()  # DAGSTER_HOME
+        return run_worker(args.name, args.concurrency)
     _instance()  # DAGSTER_HOME for the demos
     from imgrank_dagster.devtools import demos
 
+    if args.command == "cluster-demo":
+        return demos.run_cluster_demo(args.images, args.seed, args.workers, args.port)
     if args.command == "demo-kartaview":
         if args.sequences < 1 or args.photos < 1:
             parser.error("--sequences and --photos must be at least 1")

@@ -8,16 +8,21 @@ from typing import Any
 
 import dagster as dg
 
+from imgrank_dagster.lib.executors import executor_from_environment
 from imgrank_dagster.lib.resources import build_resources
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions:
-    """The project with the given resources (tests point them at temporary folders)."""
+    """The project with the given resources (tests point them at temporary folders) and the
+    executor of the deployment profile (IMGRANK_EXECUTOR, lib.executors)."""
     return dg.Definitions.merge(
         dg.load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources=build_resources() if resources is None else resources),
+        dg.Definitions(
+            resources=build_resources() if resources is None else resources,
+            executor=executor_from_environment(),
+        ),
     )
 
 

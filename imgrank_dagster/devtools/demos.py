@@ -213,3 +213,120 @@ def _print_kartaview_ranking(
     print(f"assets (Parquet):   {resources['io_manager'].base_path}")
     print(f"Dagster history:    {os.environ.get('DAGSTER_HOME')}  (browse it with `make ui`)")
     print("Run again with --sequences 5: only the new sequence is downloaded, then re-ranked.")
+
+
+# --- cluster-demo -----------------------------------------------------------------------------
+
+CLUSTER_DEMO_SEQUENCES_PER_RUN = "8"  # the demo's 24 sequences fan out over 3 ingestion runs
+
+
+def _ensure_demo_collection(data_dir: Path, images: int, seed: int) -> None:
+    from imgrank_dagster.devtools.demo_collection import generate_demo_collection
+
+    demo_root = data_dir / "demo"
+    if not (demo_root / "manifest.csv").exists():
+        summary = generate_demo_collection(demo_root, n_images=images, seed=seed)
+        print(f"generated {summary.n_images} demo images in {summary.n_sequences} sequences")
+
+
+def run_cluster_demo(images: int, seed: int, workers: int, port: int) -> int:
+    """The demo collection through the cluster profile's services, all on 127.0.0.1: a backfill
+    of its sequences and a ranking run on Celery workers, history in PostgreSQL, Parquet in the
+    (stand-in) bucket. Runs until Ctrl-C, then stops every process it started."""
+    import shutil
+    import signal
+    import threading
+
+    from imgrank_dagster.devtools import cluster as local
+
+    data_dir = default_data_dir()
+    _ensure_demo_collection(data_dir, images, seed)
+    root = data_dir / "cluster"
+    # The S3 stand-in keeps its objects in memory: each demo starts from nothing.
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    if local._answers(local.HOST, port):
+        print(f"port {port} on {local.HOST} is in use: pass --port", file=sys.stderr)
+        return 1
+    cluster = local.LocalCluster(
+        root,
+        data_dir,
+        workers=workers,
+        extra_env={"IMGRANK_SEQUENCES_PER_RUN": CLUSTER_DEMO_SEQUENCES_PER_RUN},
+    )
+    cluster.ports["webserver"] = port
+    stop = threading.Event()
+    try:
+        print("starting PostgreSQL, Redis and the S3 stand-in ...", flush=True)
+        cluster.start_services()
+        cluster.check()
+        cluster.create_instance_tables()
+        # This process talks to the same instance (PostgreSQL) as every service.
+        os.environ.update(cluster.environment())
+        instance = dg.DagsterInstance.get()
+        _register(instance, ImgrankConfig(data_dir=str(data_dir)))
+        print(f"starting {workers} Celery workers and the webserver ...", flush=True)
+        names = cluster.start_workers()
+        cluster.start_webserver()
+        nodes = cluster.wait_for_workers(names)
+        cluster.wait_for_webserver()
+        client = local.ClusterClient(local.HOST, port, instance)
+        # Only the demo's own runs while it runs; the sensors are started again at the end.
+        stopped = [name for name in client.stop_automation() if name.endswith("sensor")]
+        print("starting the daemon; ingesting the demo as a backfill ...", flush=True)
+        cluster.start_daemon()
+        processes = list(cluster.processes.values())
+        runs = local.ingest_and_rank(client, DEMO_COLLECTION, 3600, processes)
+        refresh = local.run_job_on_cluster(
+            client, REFRESH_VIEWS_JOB, DEMO_COLLECTION, 1800, processes
+        )
+        print(f"refresh_views {refresh.run_id}: the map, the report and the FiftyOne dataset")
+        client.reset_sensors(stopped)
+        run_ids = [run.run_id for run in [*runs.ingestion, runs.ranking, refresh]]
+        executed = local.workers_of_runs(instance, run_ids)
+        _print_cluster_demo(cluster, data_dir, nodes, executed)
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: stop.set())
+        print("Ctrl-C stops every process this command started.", flush=True)
+        while not stop.wait(1.0):
+            for managed in cluster.processes.values():
+                problem = managed.problem()
+                if problem:
+                    print(problem, file=sys.stderr)
+                    return 1
+        return 0
+    except local.ClusterError as error:
+        print(f"cluster-demo: {error}", file=sys.stderr)
+        print(f"logs: {cluster.logs}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping the workers, the webserver, the daemon and the services ...", flush=True)
+        cluster.stop()
+        print("stopped", flush=True)
+
+
+def _print_cluster_demo(
+    cluster, data_dir: Path, nodes: dict[str, str], executed: dict[str, set[str]]
+) -> None:
+    from imgrank_dagster.devtools.cluster import BUCKET, COMPUTE_LOGS_PREFIX, DATABASE
+
+    imgrank = ImgrankConfig(data_dir=str(data_dir))
+    export = imgrank.exports_dir(DEMO_COLLECTION) / RANKING_EXPORT_NAME
+    ranking = pd.read_csv(export)
+    print(f"\nTop 10 of {len(ranking)} images to label next:")
+    for row in ranking.head(10).itertuples():
+        print(f"  {row.rank:>3}. {row.image_id:<22} score {row.score:6.3f}  {row.reason}")
+    print("\nSteps per Celery worker:")
+    for node in sorted(nodes.values()):
+        print(f"  {node:<40} {len(executed.get(node, ()))} steps")
+    port = cluster.ports["postgres"]
+    print(f"\nDagster UI:         {cluster.webserver_url}  (runs, the backfill, sensors running)")
+    print(
+        f"run history:        PostgreSQL {cluster.postgres_url}  "
+        f"(psql -h 127.0.0.1 -p {port} -U imgrank {DATABASE})"
+    )
+    print(f"assets (Parquet):   {cluster.warehouse}  at {cluster.s3_endpoint} (moto stand-in)")
+    print(f"compute logs:       s3://{BUCKET}/{COMPUTE_LOGS_PREFIX}")
+    print(f"process logs:       {cluster.logs}/ (worker-1.log, daemon.log, ...)")
+    print(f"ranking (CSV):      {export}")
+    print(f"HTML report:        {imgrank.exports_dir(DEMO_COLLECTION) / REPORT_DIR / REPORT_INDEX}")

@@ -41,8 +41,14 @@ APPLY_LABELS_JOB = "apply_labels"
 REFRESH_VIEWS_JOB = "refresh_views"
 SEND_ANNOTATION_BATCH_JOB = "send_annotation_batch"
 
-# Concurrency pool of the steps that run fastdup (one at a time: it uses every core).
+# Concurrency pools (limits are the instance's: `concurrency.pools` in dagster.yaml, or
+# `dagster instance concurrency set POOL N`); they hold across runs, processes and workers.
+# The steps that run fastdup (one at a time per machine: it uses every core).
 FASTDUP_POOL = "fastdup"
+# The steps that call the KartaView API: discovery and raw_image_sequences (which downloads a
+# KartaView sequence's photos). The client's rate limit is per process, so the pool keeps the
+# whole deployment within it however many workers run.
+KARTAVIEW_POOL = "kartaview"
 
 # Run tags: imgrank's own, and the Dagster run tags imgrank reads or sets.
 TRIGGER_TAG = "imgrank/trigger"  # which sensor or schedule requested the run

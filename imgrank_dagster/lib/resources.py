@@ -15,6 +15,7 @@ from imgrank_dagster.core.config import (
 )
 from imgrank_dagster.lib.io_manager import ParquetIOManager
 from imgrank_dagster.lib.names import FIFTYONE_DB_DIR
+from imgrank_dagster.lib.services import WAREHOUSE_ENV, warehouse_storage_options
 
 
 def default_data_dir() -> Path:
@@ -60,8 +61,11 @@ class ImgrankConfig(dg.ConfigurableResource):
 
 def build_resources(data_dir: Path | None = None, warehouse: str | None = None) -> dict:
     data_dir = data_dir or default_data_dir()
-    warehouse = warehouse or os.environ.get("IMGRANK_WAREHOUSE", str(data_dir / "warehouse"))
+    warehouse = warehouse or os.environ.get(WAREHOUSE_ENV, str(data_dir / "warehouse"))
     return {
         "imgrank": ImgrankConfig(data_dir=str(data_dir)),
-        "io_manager": ParquetIOManager(base_path=warehouse),
+        # s3://...: the endpoint (AWS_ENDPOINT_URL) and credentials of the environment.
+        "io_manager": ParquetIOManager(
+            base_path=warehouse, storage_options=warehouse_storage_options(warehouse)
+        ),
     }

@@ -2,9 +2,11 @@
 
 A run materializes one sequence (sensors, retries) or, in a backfill, up to
 SEQUENCES_PER_RUN of them: fastdup then starts once for all of them, since its fixed cost per
-start (about a second) outweighs embedding a short sequence.
+start (about a second) outweighs embedding a short sequence. A deployment with many workers
+sets IMGRANK_SEQUENCES_PER_RUN lower, so a backfill fans out over more runs at once.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -13,11 +15,11 @@ from imgrank_dagster.core.config.keys import split_sequence_key
 from imgrank_dagster.defs.ingestion.isolation import LOGGED_ROWS, fail_sequences, log_some
 from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.metadata import counts_table, frame_table, partitions_output
-from imgrank_dagster.lib.names import FASTDUP_POOL, INGESTION_GROUP
+from imgrank_dagster.lib.names import FASTDUP_POOL, INGESTION_GROUP, KARTAVIEW_POOL
 from imgrank_dagster.lib.partitions import sequence_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
 
-SEQUENCES_PER_RUN = 100
+SEQUENCES_PER_RUN = int(os.environ.get("IMGRANK_SEQUENCES_PER_RUN", "100"))
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=SEQUENCES_PER_RUN)
 
 
@@ -33,6 +35,7 @@ def by_partition(context: dg.AssetExecutionContext, value: object) -> dict[str, 
     group_name=INGESTION_GROUP,
     kinds={"python", "parquet"},
     code_version="1",
+    pool=KARTAVIEW_POOL,  # downloads KartaView photos for KartaView collections
     backfill_policy=BACKFILL_POLICY,
     description="One row per file of a sequence: identity, checksum, size, EXIF time and GPS, "
     "and whether it decodes (status ok / rejected with reason).",

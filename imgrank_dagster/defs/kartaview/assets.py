@@ -14,7 +14,7 @@ from imgrank_dagster.core.config import KartaViewSource
 from imgrank_dagster.core.config.keys import sequence_key
 from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.metadata import frame_output, frame_table
-from imgrank_dagster.lib.names import KARTAVIEW_GROUP
+from imgrank_dagster.lib.names import KARTAVIEW_GROUP, KARTAVIEW_POOL
 from imgrank_dagster.lib.partitions import collection_partitions, sequence_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
 
@@ -48,6 +48,7 @@ def _area(source: KartaViewSource) -> str:
     group_name=KARTAVIEW_GROUP,
     kinds={"python", "parquet"},
     code_version="1",
+    pool=KARTAVIEW_POOL,
     description="The KartaView sequences near a collection's points and inside its bounding "
     "box, with their sequence partition keys. kartaview_sequences_sensor registers the new "
     "ones as partitions and requests their ingestion.",
