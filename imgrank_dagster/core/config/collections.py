@@ -77,10 +77,11 @@ class ScoringSettings(_Strict):
     """Every constant of the study's method, with the study's values as defaults."""
 
     seed: int = 0
-    # Clustering: a fixed k, or the elbow over [k_min, k_max] refined by silhouette.
+    # Clustering: a fixed k, or the elbow over [k_min, k_max] refined by silhouette; k_max
+    # unset: derived from the collection's size, max(20, sqrt(N / 10)) (33 at 11,000 images).
     k: int | None = Field(default=None, ge=2)
     k_min: int = Field(default=2, ge=2)
-    k_max: int = Field(default=20, ge=2)
+    k_max: int | None = Field(default=None, ge=2)
     silhouette_window: int = Field(default=2, ge=0)
     # Computational limits, not from the study: choosing k scores the silhouette on a seeded
     # sample of this many images; per-image silhouettes are exact up to exact_silhouette_max
@@ -154,7 +155,7 @@ class ScoringSettings(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringSettings:
-        if self.k_min > self.k_max:
+        if self.k_max is not None and self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
         if self.priority_few_count > self.priority_some_count:
             raise ValueError(
