@@ -74,6 +74,7 @@ def setup(root: Path, n_images: int) -> None:
 
     data_dir, warehouse = root / "data", root / "data" / "warehouse"
     (data_dir / "images").mkdir(parents=True)
+    (root / "home").mkdir()
     collections = {
         COLLECTION: {"source": {"type": "folder", "path": "images"}, "labels": "labels.csv"}
     }
@@ -151,7 +152,9 @@ def latest_metadata(instance, asset: str) -> dict:
         limit=1,
     ).records
     metadata = records[0].asset_materialization.metadata if records else {}
-    return {name: getattr(value, "value", value) for name, value in metadata.items()}
+    values = {name: getattr(value, "value", value) for name, value in metadata.items()}
+    simple = (str, int, float, bool, dict, list, type(None))
+    return {name: value for name, value in values.items() if isinstance(value, simple)}
 
 
 def run(root: Path, n_images: int) -> dict:

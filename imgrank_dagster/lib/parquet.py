@@ -316,5 +316,5 @@ def preview_markdown(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
             continue
         first = preview[name].iloc[0] if len(preview) else None
         if isinstance(first, np.ndarray | list):
-            preview[name] = preview[name].map(lambda v: f"[{len(v)} values]")
+            preview[name] = preview[name].map(lambda v: "" if v is None else f"[{len(v)} values]")
     return preview.to_markdown(index=False) if len(preview) else "(no rows)"

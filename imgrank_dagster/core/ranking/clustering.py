@@ -9,9 +9,12 @@ The study clusters the image embeddings with KMeans. k is either fixed or chosen
    inside the swept range); the best one wins (ties: the smaller k).
 
 The range grows with the collection: unless k_max is set, it is `sweep_k_max(N)` =
-max(20, round(sqrt(N / 10))): 20 up to 4,000 images, 33 at 11,000 (so the study's k = 26 on
-its 11,084 images is inside it, with room for the silhouette window), 100 at 100,000, 316 at
-1,000,000. At k_max an average cluster holds sqrt(10 N) images (330 at 11,000).
+max(20, round(sqrt(N) / 2)): 20 up to 1,600 images, 52 at 11,000, 158 at 100,000, 500 at
+1,000,000; at k_max an average cluster still holds 2 sqrt(N) images (210 at 11,000). Kneedle
+looks for the knee relative to the range, so the range must reach well past the k it should
+find: with 26 planted clusters in 11,000 images, a range ending at 33 put the elbow at 17 (the
+curve's bend before 26 outweighs the short flat part after it), one ending at 52 finds 26, the
+study's k on its 11,084 images (tested).
 
 Cost control (KMeans seeding and the silhouette dominate; the silhouette is O(N^2)):
 - up to DENSE_SWEEP_MAX values of k the sweep tries every k; a longer range is swept on a
@@ -22,9 +25,10 @@ Cost control (KMeans seeding and the silhouette dominate; the silhouette is O(N^
   images when there are more; every k starts from one k-means++ seeding of the largest k's
   centres (its first k centres: k-means++ picks centres one after another, so that prefix is
   itself a k-means++ seeding, made with the largest k's number of local trials);
-- from FAISS_KMEANS_FROM images each fit is FAISS's k-means (KMEANS_ITERATIONS Lloyd
-  iterations, every image used, deterministic for the seed and thread count) instead of
-  scikit-learn's KMeans (iterated to convergence);
+- from FAISS_KMEANS_FROM images each fit is FAISS's k-means (SWEEP_ITERATIONS Lloyd
+  iterations in the sweep, KMEANS_ITERATIONS for the final fit, every image used,
+  deterministic for the seed and thread count) instead of scikit-learn's KMeans (iterated to
+  convergence);
 - the final fit at the chosen k always uses all images: with scikit-learn, the best of
   FINAL_N_INIT k-means++ runs, or, above SWEEP_SAMPLE_MAX images, one run started from the
   sample fit's centres for that k; with FAISS, Lloyd iterations from the sweep's centres for
@@ -53,15 +57,19 @@ import pandas as pd
 # Above this many images the k sweep runs on a seeded sample of this size.
 SWEEP_SAMPLE_MAX = 20_000
 FINAL_N_INIT = 3
-DEFAULT_K_MAX = 20  # the sweep's upper end for collections up to 4,000 images
+DEFAULT_K_MAX = 20  # the sweep's upper end for collections up to 1,600 images
 # Ranges of more k than this are swept on a coarse grid refined around its elbow.
-DENSE_SWEEP_MAX = 40
+DENSE_SWEEP_MAX = 20
 COARSE_STEP = 1.15
-# From this many images KMeans runs on FAISS (sweep and final fit); Lloyd iterations per fit.
+# From this many images KMeans runs on FAISS (sweep and final fit); Lloyd iterations per
+# sweep fit (enough to compare k) and for the final fit.
 FAISS_KMEANS_FROM = 10_000
+SWEEP_ITERATIONS = 10
 KMEANS_ITERATIONS = 20
-# Distance-matrix entries held at once (float64) by the chunked computations: about 160 MB.
-_CHUNK_ELEMENTS = 20_000_000
+# Distance-matrix entries held at once (float64) by the chunked computations: 16 MB, under
+# glibc's largest mmap threshold, so each block reuses the last one's memory instead of
+# mapping (and page-faulting) new pages.
+_CHUNK_ELEMENTS = 2_000_000
 
 SilhouetteMethod = Literal["exact", "simplified", "none"]
 
@@ -106,7 +114,7 @@ def validate_embeddings(embeddings: np.ndarray, name: str = "embeddings") -> np.
 
 def sweep_k_max(n_images: int) -> int:
     """The sweep's default upper end for a collection of n_images (see the module docstring)."""
-    return max(DEFAULT_K_MAX, round(np.sqrt(max(n_images, 0) / 10)))
+    return max(DEFAULT_K_MAX, round(np.sqrt(max(n_images, 0)) / 2))
 
 
 def choose_k_and_cluster(
@@ -117,7 +125,7 @@ def choose_k_and_cluster(
     k_max: int | None = None,
     silhouette_window: int = 2,
     silhouette_sample_size: int = 5000,
-    exact_silhouette_max: int = 20000,
+    exact_silhouette_max: int = 10_000,
     seed: int = 0,
 ) -> ClusteringResult:
     """Cluster the rows of embeddings (N x D) with KMeans; k fixed or elbow + silhouette.
@@ -155,7 +163,7 @@ def choose_k_and_cluster(
             notes.append(f"k clipped to {k}: only {n_images} images, {distinct} distinct")
     else:
         if derived:
-            notes.append(f"k range [{k_min}, {k_max}]: k_max = max(20, sqrt(N / 10))")
+            notes.append(f"k range [{k_min}, {k_max}]: k_max = max(20, sqrt(N) / 2)")
         k_high = min(k_max, k_cap)
         k_low = min(k_min, k_high)
         if (k_low, k_high) != (k_min, k_max):
@@ -201,7 +209,10 @@ def choose_k_and_cluster(
             start_centres = sweep.centres_by_k[k]
 
     if engine == "faiss":
-        notes.append(f"KMeans on FAISS ({KMEANS_ITERATIONS} Lloyd iterations per fit)")
+        notes.append(
+            f"KMeans on FAISS ({SWEEP_ITERATIONS} Lloyd iterations per sweep fit, "
+            f"{KMEANS_ITERATIONS} for the final fit)"
+        )
         if start_centres is None:
             start_centres = _kmeans_plusplus(matrix, k, seed)
         fitted, centres, _ = _fit(matrix, k, start_centres, seed, engine)
@@ -392,7 +403,9 @@ def _sweep(
 
     def evaluate(ks: list[int]) -> None:
         for k in sorted(set(ks) - set(inertia_by_k)):
-            labels, centres, inertia = _fit(matrix, k, seeds[:k], seed, engine)
+            labels, centres, inertia = _fit(
+                matrix, k, seeds[:k], seed, engine, iterations=SWEEP_ITERATIONS
+            )
             inertia_by_k[k] = inertia
             centres_by_k[k] = centres
             silhouette_by_k[k] = float(
@@ -430,9 +443,14 @@ def _kmeans_plusplus(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _fit(
-    matrix: np.ndarray, k: int, init: np.ndarray, seed: int, engine: str
+    matrix: np.ndarray,
+    k: int,
+    init: np.ndarray,
+    seed: int,
+    engine: str,
+    iterations: int = KMEANS_ITERATIONS,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One KMeans fit from `init`: (labels, centres, inertia)."""
+    """One KMeans fit from `init`: (labels, centres, inertia); iterations: FAISS's only."""
     if engine == "sklearn":
         from sklearn.cluster import KMeans
 
@@ -444,7 +462,7 @@ def _fit(
     kmeans = faiss.Kmeans(
         matrix.shape[1],
         k,
-        niter=KMEANS_ITERATIONS,
+        niter=iterations,
         seed=seed,
         max_points_per_centroid=max(matrix.shape[0], 1),  # every image, no subsample
         min_points_per_centroid=1,

@@ -206,7 +206,7 @@ def run_study(
     k_max: int | None = None,
     silhouette_window: int = 2,
     silhouette_sample_size: int = 5000,
-    exact_silhouette_max: int = 20000,
+    exact_silhouette_max: int = 10_000,
     seed: int = 0,
     similarity_threshold: float = 0.9,
     duplicate_punishment: float = 0.5,
