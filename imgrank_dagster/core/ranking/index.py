@@ -248,6 +248,8 @@ def _without_self(
     missing = ~np.isfinite(similarities)
     indices[missing] = -1
     similarities[missing] = np.nan
+    # Unit vectors' float32 products can exceed 1 by a rounding step (identical images).
+    np.clip(similarities, -1.0, 1.0, out=similarities)
     return indices.astype(np.int32), similarities
 
 
@@ -286,7 +288,8 @@ def _ivf_neighbours(unit: UnitRows, k: int, target_recall: float, seed: int) -> 
     n, dimension = unit.shape
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    cells = max(1, min(round(np.sqrt(n)), n // 2))
+    # About sqrt(N) cells, each trained on at least 39 rows (FAISS's own minimum).
+    cells = max(1, min(round(np.sqrt(n)), n // 39))
     quantizer = faiss.IndexFlatIP(dimension)
     index = faiss.IndexIVFScalarQuantizer(
         quantizer,
