@@ -54,6 +54,7 @@ PLACE_STEPS = 3.0
 DEFAULT_ALPHA = 0.5
 DEFAULT_K = 20
 _EARTH_RADIUS_M = 6_371_008.8
+_MIX_BLOCK = 16_384  # rows whose candidates are merged at once
 # The graph frame's columns (to_frame): the coverage rows, then the embedding-only neighbours.
 GRAPH_COLUMNS = ["image_id", "neighbour_rows", "distances", "content_distances", "method"]
 NEAREST_COLUMNS = ["image_id", "nearest_rows", "nearest_similarities", "method"]
@@ -300,12 +301,35 @@ def _median_steps(ordered: pd.DataFrame) -> tuple[float, float]:
     return step_m, step_s
 
 
-def _row_similarities(vectors: UnitRows, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    out = np.empty(len(first), dtype=np.float32)
-    for start in range(0, len(first), 8192):
-        a, b = first[start : start + 8192], second[start : start + 8192]
-        out[start : start + len(a)] = np.einsum("id,id->i", vectors[a], vectors[b])
-    return out
+def _close_later(
+    frame: pd.DataFrame, order: np.ndarray, offsets: int, steps: tuple[float, float]
+) -> np.ndarray:
+    """close[p, o - 1]: the frame at capture position p and the one o positions later show
+    the same place (fewer than PLACE_STEPS median steps apart, same sequence)."""
+    n = len(order)
+    close = np.zeros((n, offsets), dtype=bool)
+    for offset in range(1, offsets + 1):
+        close[: n - offset, offset - 1] = (
+            _place_steps(frame, order[:-offset], order[offset:], steps) < PLACE_STEPS
+        )
+    return close
+
+
+def _later_similarities(vectors: UnitRows, order: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the frame at capture position p to the one o positions later,
+    where close[p, o - 1] (NaN elsewhere): each frame's unit vector is made once per block."""
+    n, offsets = close.shape
+    similarities = np.full(close.shape, np.nan, dtype=np.float32)
+    for start in range(0, n, _MIX_BLOCK):
+        stop = min(start + _MIX_BLOCK, n)
+        block = vectors[order[start : min(stop + offsets, n)]]
+        for offset in range(1, offsets + 1):
+            rows = np.flatnonzero(close[start:stop, offset - 1])
+            if len(rows):
+                similarities[start + rows, offset - 1] = np.einsum(
+                    "id,id->i", block[rows], block[rows + offset]
+                )
+    return similarities
 
 
 def _mix_places(
@@ -315,6 +339,13 @@ def _mix_places(
     places: pd.DataFrame,
     alpha: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's k nearest by effective distance among its content neighbours and the frames
+    up to k positions before or after it in capture order that show the same place.
+
+    Row by row in blocks, so memory stays bounded: a row's candidates are its k content
+    neighbours and 2k frames around it; a neighbour listed twice keeps its smaller effective
+    distance (the first listed on a tie); the k smallest remain, ties by neighbour row.
+    """
     n, k = indices.shape
     ordered = _capture_order(places)
     steps = _median_steps(ordered)
@@ -322,41 +353,49 @@ def _mix_places(
     if steps == (0.0, 0.0) or near_duplicate_distance <= 0:
         return indices.astype(np.int32), content, content.copy()
     by_row = ordered.sort_values("row").reset_index(drop=True)
-    # Extra candidates: frames up to k positions apart in capture order that are place-close.
-    order_rows = ordered["row"].to_numpy()
-    extra_first, extra_second = [], []
-    for offset in range(1, min(k, n - 1) + 1):
-        a, b = order_rows[:-offset], order_rows[offset:]
-        close = _place_steps(by_row, a, b, steps) < PLACE_STEPS
-        extra_first.append(a[close])
-        extra_second.append(b[close])
-    extra_a, extra_b = np.concatenate(extra_first), np.concatenate(extra_second)
-    extra_content = np.clip(1 - _row_similarities(vectors, extra_a, extra_b), 0, 2)
-    first = np.concatenate([np.repeat(np.arange(n), k), extra_a, extra_b])
-    second = np.concatenate([indices.ravel(), extra_b, extra_a])
-    pair_content = np.concatenate([content.ravel(), extra_content, extra_content])
-    pair_content = pair_content.astype(np.float32)
-    place = _place_steps(by_row, first, second, steps) / PLACE_STEPS
-    mixed = alpha * pair_content + (1 - alpha) * place * near_duplicate_distance
-    # NaN (other sequence, no metadata) and place >= 1 (beyond the horizon) keep content.
-    with np.errstate(invalid="ignore"):
-        same_place = place < 1
-    effective = np.where(same_place, np.minimum(pair_content, mixed), pair_content)
-    effective = effective.astype(np.float32)
-    # One entry per (image, neighbour), then the k smallest effective distances per image.
-    order = np.lexsort((effective, second, first))
-    first, second = first[order], second[order]
-    effective, pair_content = effective[order], pair_content[order]
-    keep = np.ones(len(first), dtype=bool)
-    keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
-    first, second = first[keep], second[keep]
-    effective, pair_content = effective[keep], pair_content[keep]
-    order = np.lexsort((second, effective, first))
-    first, second = first[order], second[order]
-    effective, pair_content = effective[order], pair_content[order]
-    take = (np.searchsorted(first, np.arange(n))[:, None] + np.arange(k)).ravel()
-    return (
-        second[take].reshape(n, k).astype(np.int32),
-        effective[take].reshape(n, k),
-        pair_content[take].reshape(n, k),
-    )
+    order = ordered["row"].to_numpy()  # capture position -> row
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    offsets = min(k, n - 1)
+    close = _close_later(by_row, order, offsets, steps)
+    later = _later_similarities(vectors, order, close)
+    steps_ahead = np.arange(1, offsets + 1)
+    out_indices = np.empty((n, k), dtype=np.int32)
+    out_distances = np.empty((n, k), dtype=np.float32)
+    out_content = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, _MIX_BLOCK):
+        rows = np.arange(start, min(start + _MIX_BLOCK, n))
+        here = position[rows][:, None]
+        ahead, behind = here + steps_ahead, here - steps_ahead
+        ahead_ok, behind_ok = ahead < n, behind >= 0
+        ahead, behind = np.minimum(ahead, n - 1), np.maximum(behind, 0)
+        # A frame o positions behind sees this one o positions ahead of it.
+        slot = steps_ahead[None, :] - 1
+        is_close = np.hstack([ahead_ok & close[here[:, 0]], behind_ok & close[behind, slot]])
+        similarity = np.hstack([later[here[:, 0]], later[behind, slot]])
+        columns = np.hstack([indices[rows], order[ahead], order[behind]]).astype(np.int64)
+        pair_content = np.hstack(
+            [content[rows], np.clip(1 - similarity, 0, 2).astype(np.float32)]
+        ).astype(np.float32)
+        first = np.repeat(rows, columns.shape[1])
+        place = _place_steps(by_row, first, columns.ravel(), steps).reshape(columns.shape)
+        place /= PLACE_STEPS
+        mixed = alpha * pair_content + (1 - alpha) * place * near_duplicate_distance
+        # NaN (other sequence, no metadata) and place >= 1 (beyond the horizon) keep content.
+        with np.errstate(invalid="ignore"):
+            same_place = place < 1
+        effective = np.where(same_place, np.minimum(pair_content, mixed), pair_content)
+        effective = effective.astype(np.float32)
+        effective[:, k:][~is_close] = np.inf
+        # One entry per neighbour (the smallest effective distance; ties: the first listed).
+        by_neighbour = np.lexsort((effective, columns), axis=1)
+        columns = np.take_along_axis(columns, by_neighbour, 1)
+        effective = np.take_along_axis(effective, by_neighbour, 1)
+        pair_content = np.take_along_axis(pair_content, by_neighbour, 1)
+        effective[:, 1:][columns[:, 1:] == columns[:, :-1]] = np.inf
+        # The k nearest, ties by neighbour row.
+        nearest = np.lexsort((columns, effective), axis=1)[:, :k]
+        out_indices[rows] = np.take_along_axis(columns, nearest, 1)
+        out_distances[rows] = np.take_along_axis(effective, nearest, 1)
+        out_content[rows] = np.take_along_axis(pair_content, nearest, 1)
+    return out_indices, out_distances, out_content

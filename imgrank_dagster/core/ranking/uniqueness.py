@@ -27,7 +27,7 @@ Choices where FiftyOne gives no usable number:
 How it is computed here: the 4 nearest neighbours come from the project's one neighbour
 search (core.ranking.index, FAISS) run on the set's centred rows: the collection's neighbour
 graph cannot be reused, because centring moves every cluster into its own space. The search
-is exact up to `exact_limit` images per set (the result equals
+is exact up to `exact_limit` images per set (DEFAULT_EXACT_LIMIT, 10,000; the result equals
 fiftyone.brain.compute_uniqueness within 1e-6, tested); a larger set uses FAISS's inverted
 file index, and then the scores are those of the neighbours it finds (its recall against
 exact search is reported with the scores). The distances to the chosen neighbours are then
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from imgrank_dagster.core.ranking.index import DEFAULT_EXACT_LIMIT, UnitRows, cosine_neighbours
+from imgrank_dagster.core.ranking.index import UnitRows, cosine_neighbours
 
 # FiftyOne's constants.
 NEIGHBOUR_WEIGHTS = np.array([0.6, 0.3, 0.1])
@@ -51,6 +51,10 @@ NEIGHBOUR_WEIGHTS = np.array([0.6, 0.3, 0.1])
 NOISE_SCORE = 1e-6
 _NEIGHBOURS = len(NEIGHBOUR_WEIGHTS)  # FiftyOne's K = 3, queried as K + 1 = 4 neighbours
 _MAX_PRECOMPUTE_DISTS = 15_000  # FiftyOne switches from cosine to euclidean-on-unit above this
+# Sets (clusters) up to this size are searched exactly: FiftyOne's scores. An exact search
+# costs N^2 per set; at a million images in 50 clusters that alone would be as much work as
+# the whole collection's neighbour graph.
+DEFAULT_EXACT_LIMIT = 10_000
 # Rows whose neighbour distances are recomputed at once.
 _BLOCK = 4_096
 
