@@ -95,6 +95,7 @@ class UnitRows:
         self.centre = None if centre is None else np.asarray(centre, dtype=self.dtype)
         self.dimension = matrix.shape[1]
         self._buffer: np.ndarray | None = None
+        self._scale = True
         self.norms = np.empty(len(self), dtype=self.dtype)
         for start in range(0, len(self), _BLOCK):
             block = self._raw(slice(start, start + _BLOCK))
@@ -142,7 +143,8 @@ class UnitRows:
             np.take(self.matrix, source, axis=0, out=out)
         if self.centre is not None:
             out -= self.centre
-        out /= np.where(norms == 0, 1, norms)[:, None]
+        if self._scale:
+            out /= np.where(norms == 0, 1, norms)[:, None]
         return out
 
     def similarities(self, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -160,13 +162,17 @@ class UnitRows:
         return similarities
 
     @contextlib.contextmanager
-    def reusing_buffer(self):
-        """Within the block, every batch is a view into one reused buffer."""
+    def reusing_buffer(self, scaled: bool = True):
+        """Within the block, every batch is a view into one reused buffer; scaled=False
+        leaves the rows at their length (centred still): enough to rank candidates for a
+        query by inner product, since a query's length scales all its products alike."""
         self._buffer = np.empty((0, self.dimension), dtype=self.dtype)
+        self._scale = scaled
         try:
             yield self
         finally:
             self._buffer = None
+            self._scale = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -346,7 +352,8 @@ def _ivf_neighbours(unit: UnitRows, k: int, target_recall: float, seed: int) -> 
     seconds["tune nprobe"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    with _quiet(), unit.reusing_buffer():
+    # Queries at their own length: the candidates are ranked per query and re-scored anyway.
+    with _quiet(), unit.reusing_buffer(scaled=False):
         _, candidates = big_batch_search(index, unit, wanted, verbose=1)
     del index, quantizer
     seconds["search"] = time.perf_counter() - started
