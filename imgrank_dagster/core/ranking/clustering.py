@@ -18,9 +18,9 @@ study's k on its 11,084 images (tested).
 
 Cost control (KMeans seeding and the silhouette dominate; the silhouette is O(N^2)):
 - up to DENSE_SWEEP_MAX values of k the sweep tries every k; a longer range is swept on a
-  coarse grid (every k up to k_min + 10, then steps of about 15 %), and every k between the
-  elbow's grid neighbours and in its silhouette window is added until the elbow stops moving
-  (Kneedle's chord joins the range's ends, so added points never move the chord);
+  coarse grid (every k up to k_min + 10, then steps of about 25 %), then refined: the gaps
+  beside the elbow are halved until the elbow's neighbours are tried, and its silhouette
+  window is filled (Kneedle's chord joins the range's ends, so added points never move it);
 - the sweep fits KMeans once per k on all images, or on a seeded sample of SWEEP_SAMPLE_MAX
   images when there are more; every k starts from one k-means++ seeding of the largest k's
   centres (its first k centres: k-means++ picks centres one after another, so that prefix is
@@ -60,7 +60,7 @@ FINAL_N_INIT = 3
 DEFAULT_K_MAX = 20  # the sweep's upper end for collections up to 1,600 images
 # Ranges of more k than this are swept on a coarse grid refined around its elbow.
 DENSE_SWEEP_MAX = 20
-COARSE_STEP = 1.15
+COARSE_STEP = 1.25
 # From this many images KMeans runs on FAISS (sweep and final fit); Lloyd iterations per
 # sweep fit (enough to compare k) and for the final fit.
 FAISS_KMEANS_FROM = 10_000
@@ -414,16 +414,17 @@ def _sweep(
 
     evaluate(sweep_grid(k_low, k_high))
     elbow_k = find_elbow(inertia_by_k)
-    while True:  # refine: every k between the elbow's grid neighbours and in its window
+    while True:  # refine: halve the gaps beside the elbow, then fill its silhouette window
         tried = sorted(inertia_by_k)
         below = max([k for k in tried if k < elbow_k], default=elbow_k)
         above = min([k for k in tried if k > elbow_k], default=elbow_k)
-        low = max(k_low, min(below, elbow_k - silhouette_window))
-        high = min(k_high, max(above, elbow_k + silhouette_window))
-        missing = set(range(low, high + 1)) - set(tried)
+        wanted = {(below + elbow_k) // 2, (elbow_k + above + 1) // 2}
+        wanted |= set(range(max(k_low, elbow_k - silhouette_window), elbow_k))
+        wanted |= set(range(elbow_k + 1, min(k_high, elbow_k + silhouette_window) + 1))
+        missing = sorted(wanted - set(tried))
         if not missing:
             break
-        evaluate(sorted(missing))
+        evaluate(missing)
         elbow_k = find_elbow(inertia_by_k)
     ordered = sorted(inertia_by_k)
     return _Sweep(
