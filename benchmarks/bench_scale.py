@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -144,6 +145,39 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     }
 
 
+class MemorySampler:
+    """The process's resident memory every 0.1 s, so each step's peak can be told apart."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.1):
+            with open("/proc/self/statm") as statm:
+                resident = int(statm.read().split()[1]) * page / 2**20
+            self.samples.append((time.time(), resident))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peaks(self, instance, run_id: str) -> dict[str, float]:
+        """MB: each step's highest sample between its start and end."""
+        peaks = {}
+        for stat in instance.get_run_step_stats(run_id):
+            during = [
+                mb
+                for at, mb in self.samples
+                if (stat.start_time or 0) <= at <= (stat.end_time or 0)
+            ]
+            peaks[stat.step_key] = max(during, default=0.0)
+        return peaks
+
+
 def latest_metadata(instance, asset: str) -> dict:
     import dagster as dg
 
@@ -170,6 +204,7 @@ def run(root: Path, n_images: int) -> dict:
 
     data_dir = root / "data"
     figures: dict = {"images": n_images, "load_before": os.getloadavg()}
+    memory = MemorySampler()
     with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
         resources = build_resources(data_dir=data_dir, warehouse=str(data_dir / "warehouse"))
         defs = build_definitions(resources)
@@ -179,6 +214,7 @@ def run(root: Path, n_images: int) -> dict:
         )
         figures["full_wall"] = time.perf_counter() - started
         figures["full_steps"] = step_seconds(instance, full.run_id)
+        figures["full_memory"] = memory.peaks(instance, full.run_id)
         figures["graph"] = latest_metadata(instance, "neighbour_graph")
         figures["clusters"] = latest_metadata(instance, "cluster_assignments")
         figures["base"] = latest_metadata(instance, "image_base_scores")
@@ -222,6 +258,7 @@ def run(root: Path, n_images: int) -> dict:
         )
         figures["change_wall"] = time.perf_counter() - started
         figures["change_steps"] = step_seconds(instance, change.run_id)
+    memory.stop()
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["load_after"] = os.getloadavg()
     figures["faiss_threads"] = faiss_threads()
@@ -233,10 +270,11 @@ def report(figures: dict, setup_seconds: float) -> None:
     steps = figures["full_steps"]
     full = sum(steps.get(name, 0.0) for name in FULL_RUN)
     print(f"\n=== {n:,} images (synthetic, 576-d; setup {setup_seconds:.0f} s, not counted) ===")
-    print(f"{'step':<24} {'wall s':>8}")
+    print(f"{'step':<24} {'wall s':>8} {'RSS MB':>8}")
     for name, seconds in steps.items():
         counted = "" if name in FULL_RUN else "   (catalog, not counted)"
-        print(f"{name:<24} {seconds:8.2f}{counted}")
+        resident = figures["full_memory"].get(name, 0.0)
+        print(f"{name:<24} {seconds:8.2f} {resident:8.0f}{counted}")
     print(
         f"{'full run (steps)':<24} {full:8.2f}   run wall incl. Dagster {figures['full_wall']:.2f}"
     )
