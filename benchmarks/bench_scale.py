@@ -10,7 +10,9 @@ Each size runs in two fresh processes, so the run's peak RSS is its own:
    previous frame), written as the ingestion assets write them, one raw_image_sequences and
    one image_features partition per sequence of 100 images, and reported to a temporary
    Dagster instance; 5 % of the images labelled;
-2. the run, in process, on that instance with the real IO manager: `rank_collection`
+2. the run, in process as a run worker executes it (`execute_job`, the in-process executor;
+   `execute_in_process` would hold every step's output in memory), on that instance with
+   the real IO manager: `rank_collection`
    (collection_images, feature_matrix, the labelled set, clusters, the neighbour graph,
    similar pairs, scores, the ranking; strategy coverage, the default), then
    `labeling_priority` again with strategy study, then a label change: 100 more labels,
@@ -138,6 +140,37 @@ def setup(root: Path, n_images: int) -> None:
     pd.DataFrame({"image_id": sorted(labelled)}).to_csv(data_dir / "labels.csv", index=False)
 
 
+def rank_collection_job():
+    """The job as the daemon's run worker loads it (module-level, for dg.reconstructable):
+    the definitions with the resources IMGRANK_DATA_DIR and IMGRANK_WAREHOUSE name."""
+    from imgrank_dagster.definitions import build_definitions
+
+    return build_definitions().resolve_job_def("rank_collection")
+
+
+def apply_labels_job():
+    from imgrank_dagster.definitions import build_definitions
+
+    return build_definitions().resolve_job_def("apply_labels")
+
+
+def execute(job_function, instance, partition: str, tags: dict | None = None):
+    """One run in this process, as a run worker executes it (the in-process executor):
+    `execute_in_process` would keep every step's output in memory until the run ends."""
+    import dagster as dg
+
+    result = dg.execute_job(
+        dg.reconstructable(job_function),
+        instance=instance,
+        run_config={"execution": {"config": {"in_process": {}}}}
+        if job_function is rank_collection_job
+        else None,
+        tags={**(tags or {}), "dagster/partition": partition},
+        raise_on_error=True,
+    )
+    return result
+
+
 def step_seconds(instance, run_id: str) -> dict[str, float]:
     return {
         stat.step_key: (stat.end_time or 0) - (stat.start_time or 0)
@@ -203,15 +236,15 @@ def run(root: Path, n_images: int) -> dict:
     from imgrank_dagster.lib.resources import build_resources
 
     data_dir = root / "data"
+    os.environ["IMGRANK_DATA_DIR"] = str(data_dir)
+    os.environ["IMGRANK_WAREHOUSE"] = str(data_dir / "warehouse")
     figures: dict = {"images": n_images, "load_before": os.getloadavg()}
     memory = MemorySampler()
     with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
         resources = build_resources(data_dir=data_dir, warehouse=str(data_dir / "warehouse"))
         defs = build_definitions(resources)
         started = time.perf_counter()
-        full = defs.resolve_job_def("rank_collection").execute_in_process(
-            instance=instance, partition_key=COLLECTION
-        )
+        full = execute(rank_collection_job, instance, COLLECTION)
         figures["full_wall"] = time.perf_counter() - started
         figures["full_steps"] = step_seconds(instance, full.run_id)
         figures["full_memory"] = memory.peaks(instance, full.run_id)
@@ -253,9 +286,7 @@ def run(root: Path, n_images: int) -> dict:
         ) as context:
             request = labels_sensor(context).run_requests[0]
         started = time.perf_counter()
-        change = defs.resolve_job_def(labels_sensor.job_name).execute_in_process(
-            instance=instance, partition_key=request.partition_key, tags=request.tags
-        )
+        change = execute(apply_labels_job, instance, request.partition_key, dict(request.tags))
         figures["change_wall"] = time.perf_counter() - started
         figures["change_steps"] = step_seconds(instance, change.run_id)
     memory.stop()

@@ -26,7 +26,7 @@ Cost control (KMeans seeding and the silhouette dominate; the silhouette is O(N^
   centres (its first k centres: k-means++ picks centres one after another, so that prefix is
   itself a k-means++ seeding, made with the largest k's number of local trials);
 - from FAISS_KMEANS_FROM images each fit is FAISS's k-means (SWEEP_ITERATIONS Lloyd
-  iterations in the sweep, KMEANS_ITERATIONS for the final fit, every image used,
+  iterations in the sweep, KMEANS_ITERATIONS more for the final fit, every image used,
   deterministic for the seed and thread count) instead of scikit-learn's KMeans (iterated to
   convergence);
 - the final fit at the chosen k always uses all images: with scikit-learn, the best of
@@ -65,7 +65,7 @@ COARSE_STEP = 1.25
 # sweep fit (enough to compare k) and for the final fit.
 FAISS_KMEANS_FROM = 10_000
 SWEEP_ITERATIONS = 10
-KMEANS_ITERATIONS = 20
+KMEANS_ITERATIONS = 10  # the final fit starts from the sweep's centres for its k
 # Distance-matrix entries held at once (float64) by the chunked computations: 16 MB, under
 # glibc's largest mmap threshold, so each block reuses the last one's memory instead of
 # mapping (and page-faulting) new pages.

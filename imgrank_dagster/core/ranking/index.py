@@ -40,7 +40,10 @@ DEFAULT_TARGET_RECALL = 0.96
 # Seeded rows whose exact neighbours tune nprobe, and (others) measure the recall reported.
 TUNING_SAMPLE = 200
 RECALL_SAMPLE = 500
-NPROBE_STEPS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# Cells probed per query, tried in this order until the tuning sample reaches the target
+# (steps of 1/8 to 1/4: a coarser ladder overshoots, and the search costs what it probes).
+NPROBE_STEPS = (8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128)
+NPROBE_STEPS += tuple(range(160, 1025, 32))
 # Candidates fetched from the quantized index per query before exact re-scoring: k + k/4.
 CANDIDATE_MARGIN = 0.25
 # k-means of the coarse cells: iterations and training rows per cell (a seeded sample).
