@@ -4,15 +4,17 @@
     .venv/bin/python benchmarks/bench_ranking.py --sizes 11000   # one size
 
 Each size runs in a fresh subprocess so that its peak memory (ru_maxrss) is its own. Prints
-wall and CPU time per stage: CPU time counts every thread of the process, so on a machine
-shared with other jobs, wall time well above CPU time / cores means waiting for a core and
-the wall figures are pessimistic. Targets: 11,000 images under 30 s, 100,000 under 5 min.
+wall and CPU time per stage (core functions only; benchmarks/bench_scale.py runs the Dagster
+assets): CPU time counts every thread of the process, so on a machine shared with other jobs,
+wall time well above CPU time / cores means waiting for a core and the wall figures are
+pessimistic. Targets: 11,000 images under 30 s, 100,000 under 5 min.
 
 The embeddings imitate fastdup's (576-d, float32, not normalised, non-negative like
 post-ReLU CNN features) with a low intrinsic dimension: a seeded mixture of `--clusters`
 centres, a 16-d latent variation per cluster, small isotropic noise, and a share of images
 that are near-copies of the previous one (consecutive frames of a sequence). Isotropic
-576-d noise alone would be the worst case for fastdup's HNSW index and unlike real features.
+576-d noise alone would be the worst case for a nearest-neighbour index and unlike real
+features.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,8 @@ import pandas as pd
 from imgrank_dagster.core.config import ScoringSettings
 from imgrank_dagster.core.ranking import scores as scoring
 from imgrank_dagster.core.ranking import study
+from imgrank_dagster.core.ranking.index import cosine_neighbours
+from imgrank_dagster.core.ranking.neighbours import DEFAULT_K
 
 DIM = 576
 LATENT = 16
@@ -42,34 +46,51 @@ LABELLED_SHARE = 0.02
 
 
 def synthetic_features(n_images: int, clusters: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The whole synthetic collection at once (see synthetic_blocks)."""
+    blocks = list(synthetic_blocks(n_images, clusters, seed, block=n_images))
+    features = pd.concat([features for features, _ in blocks], ignore_index=True)
+    embeddings = np.concatenate([embeddings for _, embeddings in blocks])
+    return features, np.ascontiguousarray(embeddings, dtype=np.float32)
+
+
+def synthetic_blocks(
+    n_images: int, clusters: int, seed: int, block: int = 100_000
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """The synthetic collection block by block (features, embeddings): one model (centres,
+    latent bases), so a million images never sit in memory with their temporaries at once."""
     rng = np.random.default_rng(seed)
     centres = rng.gamma(2.0, 0.5, size=(clusters, DIM)).astype(np.float32)
     bases = (rng.normal(size=(clusters, LATENT, DIM)) * LATENT_SCALE).astype(np.float32)
-    labels = rng.integers(0, clusters, n_images)
-    latent = rng.normal(size=(n_images, LATENT)).astype(np.float32)
-    embeddings = centres[labels]
-    for cluster in range(clusters):
-        members = labels == cluster
-        embeddings[members] += latent[members] @ bases[cluster]
-    embeddings += rng.normal(scale=0.05, size=(n_images, DIM)).astype(np.float32)
-    near_copies = np.flatnonzero(rng.random(n_images) < NEAR_COPY_SHARE)
-    near_copies = near_copies[near_copies > 0]
-    embeddings[near_copies] = embeddings[near_copies - 1] + rng.normal(
-        scale=0.01, size=(near_copies.size, DIM)
-    ).astype(np.float32)
-    np.maximum(embeddings, 0, out=embeddings)
-    sequence_ids = [f"seq-{i // 100:05d}" for i in range(n_images)]
-    image_ids = [f"{sequence}/frame_{i:07d}" for i, sequence in enumerate(sequence_ids)]
-    features = pd.DataFrame(
-        {
-            "image_id": image_ids,
-            "sequence_id": sequence_ids,
-            "path": [f"{image_id}.jpg" for image_id in image_ids],
-            "blur": rng.gamma(2.0, 150.0, n_images),
-            "brightness": rng.uniform(10, 245, n_images),
-        }
-    )
-    return features, np.ascontiguousarray(embeddings, dtype=np.float32)
+    for first in range(0, n_images, block):
+        n = min(block, n_images - first)
+        labels = rng.integers(0, clusters, n)
+        latent = rng.normal(size=(n, LATENT)).astype(np.float32)
+        embeddings = centres[labels]
+        for cluster in range(clusters):
+            members = labels == cluster
+            embeddings[members] += latent[members] @ bases[cluster]
+        embeddings += rng.normal(scale=0.05, size=(n, DIM)).astype(np.float32)
+        near_copies = np.flatnonzero(rng.random(n) < NEAR_COPY_SHARE)
+        near_copies = near_copies[near_copies > 0]
+        embeddings[near_copies] = embeddings[near_copies - 1] + rng.normal(
+            scale=0.01, size=(near_copies.size, DIM)
+        ).astype(np.float32)
+        np.maximum(embeddings, 0, out=embeddings)
+        rows = range(first, first + n)
+        sequence_ids = [f"seq-{i // 100:05d}" for i in rows]
+        image_ids = [
+            f"{sequence}/frame_{i:07d}" for i, sequence in zip(rows, sequence_ids, strict=True)
+        ]
+        features = pd.DataFrame(
+            {
+                "image_id": image_ids,
+                "sequence_id": sequence_ids,
+                "path": [f"{image_id}.jpg" for image_id in image_ids],
+                "blur": rng.gamma(2.0, 150.0, n),
+                "brightness": rng.uniform(10, 245, n),
+            }
+        )
+        yield features, np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 class Stopwatch:
@@ -105,25 +126,34 @@ def run_one(n_images: int, clusters: int, seed: int) -> None:
     settings = ScoringSettings(seed=seed)
     watch = Stopwatch()
     # Sub-stages of base_scores, timed where base_scores calls them.
-    watch.wrap(study, "uniqueness_within_clusters", "  base: uniqueness (per cluster)")
+    watch.wrap(study, "uniqueness_by_cluster", "  base: uniqueness (per cluster)")
     watch.wrap(scoring, "duplicate_punishment", "  base: duplicate punishment")
-    watch.wrap(scoring, "outlier_distance", "  base: outliers (fastdup per cluster)")
-    import fastdup  # noqa: F401  (import cost, about 5 s, is not part of a stage)
+    watch.wrap(scoring, "outlier_distance", "  base: outliers (from the neighbours)")
 
     assignments, clustering = watch.time(
         "clustering (k choice + final fit + silhouette)",
         lambda: study.cluster(features, embeddings, **settings.clustering_params),
     )
+    neighbours = watch.time(
+        "neighbour search (FAISS, whole collection)",
+        lambda: cosine_neighbours(embeddings, DEFAULT_K, seed=seed),
+    )
     pairs = watch.time(
-        "similar pairs (fastdup, whole collection)",
+        "similar pairs (from the neighbours)",
         lambda: study.collection_similar_pairs(
-            features, embeddings, **settings.similar_pairs_params
+            features["image_id"].tolist(), neighbours, **settings.similar_pairs_params
         ),
     )
     base = watch.time(
         "base scores (total)",
         lambda: study.base_scores(
-            features, embeddings, assignments, pairs, **settings.base_scores_params
+            features,
+            embeddings,
+            assignments,
+            pairs,
+            neighbours=neighbours,
+            seed=seed,
+            **settings.base_scores_params,
         ),
     )
     metrics = watch.time(
@@ -145,7 +175,9 @@ def run_one(n_images: int, clusters: int, seed: int) -> None:
     print(f"\n=== {n_images:,} images x {DIM} (synthetic, {clusters} planted clusters) ===")
     print(
         f"k = {clustering.k} (elbow {clustering.elbow_k}), silhouette "
-        f"{clustering.silhouette_method}; {len(pairs):,} similar pairs; "
+        f"{clustering.silhouette_method}; neighbours {neighbours.method} (recall "
+        f"{neighbours.recall if neighbours.recall is not None else 1:.3f}); "
+        f"{len(pairs):,} similar pairs; "
         f"{int((base['duplicate_group'] >= 0).sum()):,} images in duplicate groups; "
         f"{int((base['outlier_distance'] > 0).sum()):,} outliers; {len(ranking):,} ranked"
     )

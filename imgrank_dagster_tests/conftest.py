@@ -21,11 +21,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from upath import UPath
 
 from imgrank_dagster.definitions import build_definitions
 from imgrank_dagster.devtools.demo_collection import DemoSummary, generate_demo_collection
 from imgrank_dagster.lib.io_manager import PartitionedParquetIOManager
 from imgrank_dagster.lib.names import EMBEDDING_MAP
+from imgrank_dagster.lib.parquet import read_frame
 from imgrank_dagster.lib.partitions import sequence_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig, build_resources
 from imgrank_dagster.lib.runs import register_partitions
@@ -114,7 +116,7 @@ class Pipeline:
         return PartitionedParquetIOManager(UPath(str(self.warehouse)))
 
     def read(self, asset: str, partition: str) -> pd.DataFrame:
-        return pd.read_parquet(self.warehouse / asset / f"{partition}.parquet")
+        return read_frame(UPath(self.warehouse / asset / f"{partition}.parquet"))
 
     def run_job(self, name: str, partition: str, **kwargs) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(name)

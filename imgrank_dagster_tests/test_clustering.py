@@ -220,3 +220,27 @@ def test_assignments_frame() -> None:
         cluster_assignments_frame(ids[:19], result)
     with pytest.raises(ValueError, match="not unique"):
         cluster_assignments_frame(ids[:19] + ids[:1], result)
+
+
+def test_the_k_range_grows_with_the_collection() -> None:
+    assert clustering.sweep_k_max(600) == 20  # small collections: the study's old range
+    assert clustering.sweep_k_max(11_000) == 52  # reaches well past the study's 26
+    assert clustering.sweep_k_max(100_000) == 158
+    assert clustering.sweep_k_max(1_000_000) == 500
+
+
+def test_the_sweep_finds_the_studys_26_clusters_at_11000_images() -> None:
+    """The study chose k = 26 on 11,084 images; a collection of that size with 26 planted
+    clusters must get k = 26 from the default range (FAISS k-means at this size)."""
+    sizes = list(np.random.default_rng(11).multinomial(11_000, [1 / 26] * 26))
+    matrix = blobs(sizes, dim=32, spread=6.0, seed=12)
+    result = choose_k_and_cluster(matrix, seed=0)
+    assert max(result.inertia_by_k) == 52  # the derived k_max
+    assert result.elbow_k == 26
+    assert result.k == 26
+    assert any("coarse grid" in note for note in result.notes)
+    assert any("FAISS" in note for note in result.notes)
+    # Every planted cluster is one cluster.
+    assert pd.crosstab(truth(sizes), result.labels).gt(0).sum(axis=1).eq(1).all()
+    again = choose_k_and_cluster(matrix, seed=0)
+    np.testing.assert_array_equal(again.labels, result.labels)

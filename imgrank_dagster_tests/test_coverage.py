@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from upath import UPath
 
 from imgrank_dagster.core.ranking.coverage import (
     COVERAGE_RANKING_COLUMNS,
@@ -19,6 +20,7 @@ from imgrank_dagster.core.ranking.neighbours import (
     build_neighbour_graph,
     neighbour_recall,
 )
+from imgrank_dagster.lib.parquet import read_frame, write_frame
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -79,15 +81,19 @@ def test_approximate_graph_finds_most_true_neighbours():
 
 
 def test_graph_round_trips_through_parquet(tmp_path):
+    """Through the IO manager's file format (lib.parquet), as the neighbour_graph asset."""
     embeddings, _ = _clusters([20, 20], seed=3)
     graph = build_neighbour_graph(embeddings, k=5, image_ids=_ids(40))
-    path = tmp_path / "graph.parquet"
-    graph.to_frame().to_parquet(path)
-    loaded = NeighbourGraph.from_frame(pd.read_parquet(path))
+    path = UPath(tmp_path / "graph.parquet")
+    write_frame(graph.to_frame(), path, lineage={})
+    loaded = NeighbourGraph.from_frame(read_frame(path))
     assert loaded.image_ids.tolist() == graph.image_ids.tolist()
     assert np.array_equal(loaded.indices, graph.indices)
     assert np.array_equal(loaded.distances, graph.distances)
     assert loaded.method == "exact"
+    # The embedding-only neighbours travel with it.
+    assert np.array_equal(loaded.nearest.indices, graph.nearest.indices)
+    assert np.array_equal(loaded.nearest.similarities, graph.nearest.similarities)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""fastdup on precomputed embeddings: similar pairs and outliers, checked against exact cosine."""
+"""Similar pairs and outliers with fastdup's definitions, checked against exact cosine."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgrank_dagster.core.ranking.near_duplicates import outliers, run_fastdup, similar_pairs
+from imgrank_dagster.core.ranking.near_duplicates import near_duplicates, outliers, similar_pairs
 
 K = 2  # fastdup's default number of neighbours
 
@@ -107,7 +107,7 @@ def test_an_isolated_image_is_an_outlier() -> None:
 @pytest.mark.parametrize("n", [0, 1, 2, 3])
 def test_tiny_inputs_do_not_crash(n: int) -> None:
     matrix = random_embeddings(max(n, 1))[:n]
-    graph = run_fastdup(ids_for(n), matrix)
+    graph = near_duplicates(ids_for(n), matrix)
     assert list(graph.pairs.columns) == ["from_id", "to_id", "similarity"]
     assert list(graph.outliers.columns) == ["image_id", "outlier_distance"]
     assert graph.outliers.empty  # too few images for a meaningful percentile

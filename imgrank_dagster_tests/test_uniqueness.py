@@ -10,7 +10,11 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import normalize
 
 from imgrank_dagster.core.ranking import uniqueness  # imgrank_dagster sets FiftyOne's no-tracking
-from imgrank_dagster.core.ranking.uniqueness import fiftyone_uniqueness, uniqueness_within_clusters
+from imgrank_dagster.core.ranking.uniqueness import (
+    fiftyone_uniqueness,
+    uniqueness_by_cluster,
+    uniqueness_within_clusters,
+)
 
 # Centred rows: A1, A2 = (1, 0) (twins), B1, B2 = (-1, 0) (twins), Z = (0, 0).
 # Cosine distance: twins 0, A-B 2, anything-Z 1 (a zero row normalises to zero).
@@ -137,6 +141,25 @@ def test_within_clusters_scores_each_cluster_on_its_own() -> None:
         members = clusters == cluster
         np.testing.assert_array_equal(within[members], fiftyone_uniqueness(matrix[members]))
         assert within[members].max() == 1.0
+
+
+def test_clusters_above_the_exact_limit_use_the_approximate_index_and_say_so() -> None:
+    """Up to the exact limit the neighbours are exact (FiftyOne's scores); above it FAISS's
+    inverted file index finds them, with its recall reported, and the scores follow."""
+    matrix = planted(n=3000, dim=32, seed=5)
+    clusters = np.repeat([0, 1], 1500)
+    exact = uniqueness_by_cluster(matrix, clusters)
+    approximate = uniqueness_by_cluster(matrix, clusters, exact_limit=1000)
+    assert {search["method"] for search in exact.searches.values()} == {"exact"}
+    for search in approximate.searches.values():
+        assert search["method"] == "ivf"
+        assert search["recall"] >= 0.95
+    # A missed neighbour changes a score (and, for the cluster's most unique image, the scale
+    # of all of them): the order stays.
+    for cluster in (0, 1):
+        members = clusters == cluster
+        correlation = np.corrcoef(approximate.scores[members], exact.scores[members])[0, 1]
+        assert correlation > 0.98
 
 
 @pytest.mark.parametrize(

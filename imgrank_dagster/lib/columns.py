@@ -57,6 +57,9 @@ COLUMNS: dict[str, str] = {
     "neighbour_ids": "The same neighbours by image id.",
     "distances": "Effective distances to the neighbours (content mixed with place).",
     "content_distances": "Cosine distances of the features to the neighbours.",
+    "nearest_rows": "Rows (in this file) of the image's nearest neighbours by features alone "
+    "(no place mixing), nearest first: the study's similar pairs, outliers and uniqueness.",
+    "nearest_similarities": "Cosine similarities of the features to those neighbours.",
     "method": "How the neighbours were found (exact, or an approximate index).",
     "x": "Horizontal position on the 2-D map of the embeddings (0..1).",
     "y": "Vertical position on the 2-D map of the embeddings (0..1).",

@@ -209,7 +209,12 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
 
     # -- reading ---------------------------------------------------------------------------
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        from imgrank_dagster.lib.parquet import read_table, table_attrs, table_lineage
+        from imgrank_dagster.lib.parquet import (
+            read_table,
+            table_attrs,
+            table_lineage,
+            table_to_frame,
+        )
 
         metadata = context.definition_metadata or {}
         asset = context.asset_key.to_user_string() if context.has_asset_key else context.name
@@ -224,7 +229,7 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
                     "path": str(path),
                 }
             )
-        frame = table.to_pandas()
+        frame = table_to_frame(table)
         if metadata.get(ATTRS_METADATA):
             frame.attrs = table_attrs(table)
         return frame
@@ -262,6 +267,10 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         """A fan-in is decided by the partitions definitions, never by how many keys arrived."""
         return context.asset_partitions_def != context.step_context.run_partitions_def
 
+    def partition_path(self, asset: str, partition_key: str) -> UPath:
+        """The file of one partition of an asset (it may not exist)."""
+        return _safe_join(self._base_path / asset, f"{partition_key}{self.extension}")
+
     def read_partitions(
         self, asset: str, partition_keys: Iterable[str], columns: list[str] | None = None
     ) -> dict[str, Any]:
@@ -271,10 +280,9 @@ class PartitionedParquetIOManager(dg.UPathIOManager):
         """
         from imgrank_dagster.lib.parquet import read_frame
 
-        folder = self._base_path / asset
         frames: dict[str, Any] = {}
         for key in partition_keys:
-            path = _safe_join(folder, f"{key}{self.extension}")
+            path = self.partition_path(asset, key)
             if path.exists():
                 frames[key] = read_frame(path, columns, asset)
         return frames

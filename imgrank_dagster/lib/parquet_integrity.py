@@ -95,7 +95,13 @@ def with_integrity_record(table: pa.Table) -> pa.Table:
 
 def integrity_problem(table: pa.Table) -> str | None:
     """What in a table read back disagrees with its integrity record (None: all agrees)."""
-    metadata = dict(table.schema.metadata or {})
+    return schema_integrity_problem(table.schema, table.num_rows)
+
+
+def schema_integrity_problem(schema: pa.Schema, rows: int) -> str | None:
+    """What in a schema and row count read back disagrees with the schema's integrity record
+    (None: all agrees); the schema may hold only some of the written columns."""
+    metadata = dict(schema.metadata or {})
     stored = metadata.get(INTEGRITY_METADATA_KEY)
     if stored is None:
         if INTEGRITY_MARKER_KEY in metadata:
@@ -106,10 +112,10 @@ def integrity_problem(table: pa.Table) -> str | None:
     record: dict[str, Any] = json.loads(stored)
     if metadata_digest(metadata) != record["metadata_sha256"]:
         return "its key-value metadata (lineage, attrs) does not match its checksum"
-    if table.num_rows != record["rows"]:
-        return f"it has {table.num_rows} rows but was written with {record['rows']}"
+    if rows != record["rows"]:
+        return f"it has {rows} rows but was written with {record['rows']}"
     written = {name: kind for name, kind in record["columns"]}
-    for field in table.schema:
+    for field in schema:
         if written.get(field.name) != canonical_type(field.type):
             return (
                 f"column {field.name!r} reads as {canonical_type(field.type)} but was written "

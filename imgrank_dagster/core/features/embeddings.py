@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgrank_dagster.core.arrays import column_matrix, matrix_column
+
 EMBEDDING_DIM = 576
 # fastdup's img_stats column -> ours.
 STAT_COLUMNS = {
@@ -133,7 +135,17 @@ def compute_features(image_ids: Sequence[str], files: Sequence[Path]) -> pd.Data
 
 
 def embedding_matrix(features: pd.DataFrame) -> np.ndarray:
-    """The N x D float32 matrix of an `embedding` list column."""
+    """The N x D float32 matrix of the `embedding` column: every caller's one way to it.
+
+    The feature matrix as the IO manager reads it holds the column as one Arrow fixed-size
+    list; the matrix is then a read-only view of that buffer (no copy, see core.arrays). A
+    frame built by hand with an object column of arrays is stacked (one copy).
+    """
     if features.empty:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    return np.stack(features["embedding"].to_numpy()).astype(np.float32, copy=False)
+    return column_matrix(features["embedding"], np.float32, "embedding")
+
+
+def embedding_column(matrix: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """An `embedding` column over an (N, D) float32 matrix, sharing its memory."""
+    return matrix_column(np.ascontiguousarray(matrix, dtype=np.float32))

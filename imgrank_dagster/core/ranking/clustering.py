@@ -2,20 +2,37 @@
 
 The study clusters the image embeddings with KMeans. k is either fixed or chosen in two steps:
 
-1. Elbow: KMeans for every k in [k_min, k_max] (k_max clipped to N - 1); the inertia curve's
+1. Elbow: KMeans for k in [k_min, k_max] (k_max clipped to N - 1); the inertia curve's
    knee is found with the Kneedle idea: normalise k and inertia to [0, 1] and take the k whose
    point lies farthest below the chord joining the first and last points of the curve.
 2. Silhouette: the mean silhouette of every k within +-silhouette_window of the elbow (and
    inside the swept range); the best one wins (ties: the smaller k).
 
+The range grows with the collection: unless k_max is set, it is `sweep_k_max(N)` =
+max(20, round(sqrt(N) / 2)): 20 up to 1,600 images, 52 at 11,000, 158 at 100,000, 500 at
+1,000,000; at k_max an average cluster still holds 2 sqrt(N) images (210 at 11,000). Kneedle
+looks for the knee relative to the range, so the range must reach well past the k it should
+find: with 26 planted clusters in 11,000 images, a range ending at 33 put the elbow at 17 (the
+curve's bend before 26 outweighs the short flat part after it), one ending at 52 finds 26, the
+study's k on its 11,084 images (tested).
+
 Cost control (KMeans seeding and the silhouette dominate; the silhouette is O(N^2)):
+- up to DENSE_SWEEP_MAX values of k the sweep tries every k; a longer range is swept on a
+  coarse grid (every k up to k_min + 10, then steps of about 25 %), then refined: the gaps
+  beside the elbow are halved until the elbow's neighbours are tried, and its silhouette
+  window is filled (Kneedle's chord joins the range's ends, so added points never move it);
 - the sweep fits KMeans once per k on all images, or on a seeded sample of SWEEP_SAMPLE_MAX
-  images when there are more; every k starts from one k-means++ seeding of k_max centres (its
-  first k centres: k-means++ picks centres one after another, so that prefix is itself a
-  k-means++ seeding, made with k_max's number of local trials);
-- the final fit at the chosen k always uses KMeans on all images: the best of FINAL_N_INIT
-  k-means++ runs, or, above SWEEP_SAMPLE_MAX images, one run started from the sample fit's
-  centres for that k;
+  images when there are more; every k starts from one k-means++ seeding of the largest k's
+  centres (its first k centres: k-means++ picks centres one after another, so that prefix is
+  itself a k-means++ seeding, made with the largest k's number of local trials);
+- from FAISS_KMEANS_FROM images each fit is FAISS's k-means (SWEEP_ITERATIONS Lloyd
+  iterations in the sweep, KMEANS_ITERATIONS more for the final fit, every image used,
+  deterministic for the seed and thread count) instead of scikit-learn's KMeans (iterated to
+  convergence);
+- the final fit at the chosen k always uses all images: with scikit-learn, the best of
+  FINAL_N_INIT k-means++ runs, or, above SWEEP_SAMPLE_MAX images, one run started from the
+  sample fit's centres for that k; with FAISS, Lloyd iterations from the sweep's centres for
+  that k (a fixed k: from a k-means++ seeding);
 - the mean silhouette used to choose k is computed on a seeded sample of at most
   silhouette_sample_size images (one distance matrix, reused for every k);
 - per-image silhouettes are exact (euclidean, sklearn.metrics.silhouette_samples' definition;
@@ -40,8 +57,19 @@ import pandas as pd
 # Above this many images the k sweep runs on a seeded sample of this size.
 SWEEP_SAMPLE_MAX = 20_000
 FINAL_N_INIT = 3
-# Distance-matrix entries held at once (float64) by the chunked computations: about 160 MB.
-_CHUNK_ELEMENTS = 20_000_000
+DEFAULT_K_MAX = 20  # the sweep's upper end for collections up to 1,600 images
+# Ranges of more k than this are swept on a coarse grid refined around its elbow.
+DENSE_SWEEP_MAX = 20
+COARSE_STEP = 1.25
+# From this many images KMeans runs on FAISS (sweep and final fit); Lloyd iterations per
+# sweep fit (enough to compare k) and for the final fit.
+FAISS_KMEANS_FROM = 10_000
+SWEEP_ITERATIONS = 10
+KMEANS_ITERATIONS = 10  # the final fit starts from the sweep's centres for its k
+# Distance-matrix entries held at once (float64) by the chunked computations: 16 MB, under
+# glibc's largest mmap threshold, so each block reuses the last one's memory instead of
+# mapping (and page-faulting) new pages.
+_CHUNK_ELEMENTS = 2_000_000
 
 SilhouetteMethod = Literal["exact", "simplified", "none"]
 
@@ -75,13 +103,18 @@ def validate_embeddings(embeddings: np.ndarray, name: str = "embeddings") -> np.
     ):
         raise ValueError(f"{name} must be real numbers, got dtype {embeddings.dtype}")
     matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    # A sum is NaN or infinite when any value is: no N x D temporary unless something is wrong.
+    if matrix.size and not np.isfinite(matrix.sum(dtype=np.float64)):
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
         raise ValueError(
             f"{name} has NaN or infinite values in {bad.size} row(s), first at row {bad[0]}"
         )
     return matrix
+
+
+def sweep_k_max(n_images: int) -> int:
+    """The sweep's default upper end for a collection of n_images (see the module docstring)."""
+    return max(DEFAULT_K_MAX, round(np.sqrt(max(n_images, 0)) / 2))
 
 
 def choose_k_and_cluster(
@@ -89,31 +122,34 @@ def choose_k_and_cluster(
     *,
     k: int | None = None,
     k_min: int = 2,
-    k_max: int = 20,
+    k_max: int | None = None,
     silhouette_window: int = 2,
     silhouette_sample_size: int = 5000,
-    exact_silhouette_max: int = 20000,
+    exact_silhouette_max: int = 10_000,
     seed: int = 0,
 ) -> ClusteringResult:
     """Cluster the rows of embeddings (N x D) with KMeans; k fixed or elbow + silhouette.
 
     k: a fixed number of clusters, or None to choose it in [k_min, k_max] (elbow, then the best
-    mean silhouette within +-silhouette_window of it). silhouette_sample_size and
-    exact_silhouette_max bound the cost (see the module docstring); seed makes it repeatable.
+    mean silhouette within +-silhouette_window of it); k_max None: `sweep_k_max(N)`.
+    silhouette_sample_size and exact_silhouette_max bound the cost (see the module
+    docstring); seed makes it repeatable.
     """
-    from sklearn.cluster import KMeans  # heavy: imported when clustering runs
-
-    if k_min > k_max:
-        raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
     fixed_k = k
     matrix = validate_embeddings(embeddings)
     n_images = matrix.shape[0]
+    derived = k_max is None
+    if k_max is None:
+        k_max = max(k_min, sweep_k_max(n_images))
+    if k_min > k_max:
+        raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
     enough = max(k_max, fixed_k or 0) + 1
     distinct = _count_distinct_rows(matrix, enough)
     if n_images < 3 or distinct < 2:
         return _single_cluster(matrix, f"{n_images} image(s), {distinct} distinct: one cluster")
 
     notes: list[str] = []
+    engine = "faiss" if n_images >= FAISS_KMEANS_FROM else "sklearn"
     inertia_by_k: dict[int, float] = {}
     silhouette_by_k: dict[int, float] = {}
     elbow_k: int | None = None
@@ -126,6 +162,8 @@ def choose_k_and_cluster(
         if k != fixed_k:
             notes.append(f"k clipped to {k}: only {n_images} images, {distinct} distinct")
     else:
+        if derived:
+            notes.append(f"k range [{k_min}, {k_max}]: k_max = max(20, sqrt(N) / 2)")
         k_high = min(k_max, k_cap)
         k_low = min(k_min, k_high)
         if (k_low, k_high) != (k_min, k_max):
@@ -134,10 +172,21 @@ def choose_k_and_cluster(
                 f"{n_images} images, {distinct} distinct"
             )
         sweep = _sweep(
-            matrix, range(k_low, k_high + 1), seed=seed, sample_size=silhouette_sample_size
+            matrix,
+            k_low,
+            k_high,
+            silhouette_window=silhouette_window,
+            seed=seed,
+            sample_size=silhouette_sample_size,
+            engine=engine,
         )
         inertia_by_k, silhouette_by_k = sweep.inertia_by_k, sweep.silhouette_by_k
-        elbow_k = find_elbow(inertia_by_k)
+        elbow_k = sweep.elbow_k
+        if len(inertia_by_k) < k_high - k_low + 1:
+            notes.append(
+                f"k swept on a coarse grid refined around the elbow: "
+                f"{len(inertia_by_k)} of the {k_high - k_low + 1} values of k"
+            )
         window = [
             candidate
             for candidate in sorted(silhouette_by_k)
@@ -152,17 +201,30 @@ def choose_k_and_cluster(
             f"at k={k}"
         )
         if sweep.sampled:
-            start_centres = sweep.centres_by_k[k]
             notes.append(
                 f"k sweep on a seeded sample of {SWEEP_SAMPLE_MAX} images; final KMeans on "
                 f"all {n_images} started from the sample's centres"
             )
+        if sweep.sampled or engine == "faiss":
+            start_centres = sweep.centres_by_k[k]
 
-    if start_centres is None:
-        model = KMeans(n_clusters=k, n_init=FINAL_N_INIT, random_state=seed)
+    if engine == "faiss":
+        notes.append(
+            f"KMeans on FAISS ({SWEEP_ITERATIONS} Lloyd iterations per sweep fit, "
+            f"{KMEANS_ITERATIONS} for the final fit)"
+        )
+        if start_centres is None:
+            start_centres = _kmeans_plusplus(matrix, k, seed)
+        fitted, centres, _ = _fit(matrix, k, start_centres, seed, engine)
     else:
-        model = KMeans(n_clusters=k, init=start_centres, n_init=1, random_state=seed)
-    labels, centroids = _ordered_clusters(model.fit_predict(matrix), model.cluster_centers_, k)
+        from sklearn.cluster import KMeans  # heavy: imported when clustering runs
+
+        if start_centres is None:
+            model = KMeans(n_clusters=k, n_init=FINAL_N_INIT, random_state=seed)
+        else:
+            model = KMeans(n_clusters=k, init=start_centres, n_init=1, random_state=seed)
+        fitted, centres = model.fit_predict(matrix), model.cluster_centers_
+    labels, centroids = _ordered_clusters(fitted, centres, k)
     centroid_distance = _centroid_distances(matrix, centroids, labels)
     if n_images <= exact_silhouette_max:
         silhouette = silhouette_exact(matrix, labels, k)
@@ -293,13 +355,33 @@ class _Sweep:
     inertia_by_k: dict[int, float]
     silhouette_by_k: dict[int, float]
     centres_by_k: dict[int, np.ndarray]
+    elbow_k: int
     sampled: bool  # fitted on a sample of SWEEP_SAMPLE_MAX images, not on all
 
 
-def _sweep(matrix: np.ndarray, ks: range, *, seed: int, sample_size: int) -> _Sweep:
-    """Inertia of a KMeans fit per k, and the mean silhouette of a seeded sample under it."""
-    from sklearn.cluster import KMeans, kmeans_plusplus
+def sweep_grid(k_low: int, k_high: int) -> list[int]:
+    """The k a sweep tries first: every k for a short range, else a coarse grid (every k up
+    to k_low + 10, then steps of about COARSE_STEP), both ends included."""
+    if k_high - k_low + 1 <= DENSE_SWEEP_MAX:
+        return list(range(k_low, k_high + 1))
+    grid = list(range(k_low, k_low + 11))
+    while grid[-1] < k_high:
+        grid.append(min(k_high, max(grid[-1] + 1, round(grid[-1] * COARSE_STEP))))
+    return grid
 
+
+def _sweep(
+    matrix: np.ndarray,
+    k_low: int,
+    k_high: int,
+    *,
+    silhouette_window: int,
+    seed: int,
+    sample_size: int,
+    engine: str,
+) -> _Sweep:
+    """Inertia of a KMeans fit per k, the elbow, and the mean silhouette of a seeded sample
+    under each fit (see the module docstring for the grid)."""
     n_images = matrix.shape[0]
     rng = np.random.default_rng(seed)
     sampled = n_images > SWEEP_SAMPLE_MAX
@@ -312,21 +394,85 @@ def _sweep(matrix: np.ndarray, ks: range, *, seed: int, sample_size: int) -> _Sw
         sample = np.arange(n_images)
     # float32 halves the cost of the per-k cluster sums; ample precision to compare k.
     sample_distances = _pairwise_euclidean(matrix[sample]).astype(np.float32)
-    # One k-means++ seeding of k_max centres; every k starts from its first k (see the module
-    # docstring).
-    seeds, _ = kmeans_plusplus(matrix, n_clusters=max(ks), random_state=seed)
+    # One k-means++ seeding of the largest k's centres; every k starts from its first k (see
+    # the module docstring).
+    seeds = _kmeans_plusplus(matrix, k_high, seed)
     inertia_by_k: dict[int, float] = {}
     silhouette_by_k: dict[int, float] = {}
     centres_by_k: dict[int, np.ndarray] = {}
-    for k in ks:
-        model = KMeans(n_clusters=k, init=seeds[:k], n_init=1, random_state=seed)
-        labels = model.fit_predict(matrix)
-        inertia_by_k[k] = float(model.inertia_)
-        centres_by_k[k] = model.cluster_centers_
-        silhouette_by_k[k] = float(
-            _silhouette_from_distances(sample_distances, labels[sample], k).mean()
-        )
-    return _Sweep(inertia_by_k, silhouette_by_k, centres_by_k, sampled)
+
+    def evaluate(ks: list[int]) -> None:
+        for k in sorted(set(ks) - set(inertia_by_k)):
+            labels, centres, inertia = _fit(
+                matrix, k, seeds[:k], seed, engine, iterations=SWEEP_ITERATIONS
+            )
+            inertia_by_k[k] = inertia
+            centres_by_k[k] = centres
+            silhouette_by_k[k] = float(
+                _silhouette_from_distances(sample_distances, labels[sample], k).mean()
+            )
+
+    evaluate(sweep_grid(k_low, k_high))
+    elbow_k = find_elbow(inertia_by_k)
+    while True:  # refine: halve the gaps beside the elbow, then fill its silhouette window
+        tried = sorted(inertia_by_k)
+        below = max([k for k in tried if k < elbow_k], default=elbow_k)
+        above = min([k for k in tried if k > elbow_k], default=elbow_k)
+        wanted = {(below + elbow_k) // 2, (elbow_k + above + 1) // 2}
+        wanted |= set(range(max(k_low, elbow_k - silhouette_window), elbow_k))
+        wanted |= set(range(elbow_k + 1, min(k_high, elbow_k + silhouette_window) + 1))
+        missing = sorted(wanted - set(tried))
+        if not missing:
+            break
+        evaluate(missing)
+        elbow_k = find_elbow(inertia_by_k)
+    ordered = sorted(inertia_by_k)
+    return _Sweep(
+        {k: inertia_by_k[k] for k in ordered},
+        {k: silhouette_by_k[k] for k in ordered},
+        centres_by_k,
+        elbow_k,
+        sampled,
+    )
+
+
+def _kmeans_plusplus(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import kmeans_plusplus
+
+    centres, _ = kmeans_plusplus(matrix, n_clusters=k, random_state=seed)
+    return centres
+
+
+def _fit(
+    matrix: np.ndarray,
+    k: int,
+    init: np.ndarray,
+    seed: int,
+    engine: str,
+    iterations: int = KMEANS_ITERATIONS,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One KMeans fit from `init`: (labels, centres, inertia); iterations: FAISS's only."""
+    if engine == "sklearn":
+        from sklearn.cluster import KMeans
+
+        model = KMeans(n_clusters=k, init=init, n_init=1, random_state=seed).fit(matrix)
+        return model.labels_, model.cluster_centers_, float(model.inertia_)
+    from imgrank_dagster.core.ranking.index import faiss_module
+
+    faiss = faiss_module()
+    kmeans = faiss.Kmeans(
+        matrix.shape[1],
+        k,
+        niter=iterations,
+        seed=seed,
+        max_points_per_centroid=max(matrix.shape[0], 1),  # every image, no subsample
+        min_points_per_centroid=1,
+        verbose=False,
+    )
+    kmeans.train(matrix, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+    distances, assigned = kmeans.index.search(matrix, 1)
+    inertia = float(distances[:, 0].sum(dtype=np.float64))
+    return assigned[:, 0].astype(np.int64), kmeans.centroids.copy(), inertia
 
 
 def _single_cluster(matrix: np.ndarray, note: str) -> ClusteringResult:

@@ -1,16 +1,21 @@
 """A k-nearest-neighbour graph over image embeddings, computed once per collection.
 
-The graph is label-independent: the coverage ranking re-runs only its selection on it whenever
-the labelled set changes. Distances are cosine distances (1 - cosine similarity, 0..2), the
-measure every fastdup similarity uses. Up to `exact_limit` images the graph is exact (chunked
-float32 matrix products on L2-normalised vectors); above it an inverted-file index (IVF:
-cosine k-means cells, each searched together with its nearest cells) keeps 100,000 images
-within a minute on two cores; `neighbour_recall` measures how much of the exact graph it finds.
+The neighbours come from FAISS (core.ranking.index: exact up to `exact_limit` images, an
+inverted-file index above it whose recall against exact search is measured on a sample).
+Every stage that needs neighbours reads this graph: the coverage ranking (its selection
+re-runs on it whenever the labelled set changes), the study's similar pairs and outliers
+(core.ranking.near_duplicates), the report's and FiftyOne's near-duplicate groups (through
+the similar pairs). Distances are cosine distances (1 - cosine similarity, 0..2), the measure
+every fastdup similarity uses.
 
-Frames of one capture sequence that were taken close together (GPS, else capture time) show
-the same place even when their content differs moderately (the car moved, something passed).
-Where that metadata exists the graph mixes content and place distance, in the spirit of
-imagecluster's `alpha` (both terms normalised, then blended):
+A graph holds two views of the same search:
+- `nearest`: the k nearest neighbours by embedding alone, as FAISS found them (what the
+  study's definitions need: fastdup's neighbours are by embedding only);
+- `indices`/`distances`: the coverage strategy's rows, where frames of one capture sequence
+  that were taken close together (GPS, else capture time) count as near even when their
+  content differs moderately (the car moved, something passed). Where that metadata exists
+  the distance mixes content and place, in the spirit of imagecluster's `alpha` (both terms
+  normalised, then blended):
 
     mixed = alpha * content + (1 - alpha) * place * near_duplicate_distance
     distance = min(content, mixed)          (for frames closer than PLACE_STEPS steps)
@@ -22,7 +27,7 @@ nearest neighbour, the same statistic the coverage ranking uses as its near-dupl
 Hence a frame at the same spot counts as a near-duplicate up to 1/alpha (2x) that distance,
 one step away up to 1.67x, at the horizon exactly as without metadata. The `min` means
 metadata only ever joins frames, never separates images that look alike, and images without
-metadata keep their content distance.
+metadata keep their content distance. Without metadata both views are the same.
 """
 
 from __future__ import annotations
@@ -33,15 +38,26 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from imgrank_dagster.core.arrays import column_matrix, matrix_column
+from imgrank_dagster.core.ranking.index import (
+    DEFAULT_EXACT_LIMIT,
+    DEFAULT_TARGET_RECALL,
+    Neighbours,
+    UnitRows,
+    cosine_neighbours,
+    exact_neighbours,
+    recall_at_k,
+)
+
 # Frames this many median steps apart (or more) are not "the same place" by metadata alone.
 PLACE_STEPS = 3.0
 DEFAULT_ALPHA = 0.5
-DEFAULT_EXACT_LIMIT = 20_000
-# Cells an IVF query searches (its own and the nearest others); see _ivf_neighbours.
-IVF_PROBES = 24
+DEFAULT_K = 20
 _EARTH_RADIUS_M = 6_371_008.8
-_QUERY_BLOCK = 1024
-_TOPK_SLABS = 64
+_MIX_BLOCK = 16_384  # rows whose candidates are merged at once
+# The graph frame's columns (to_frame): the coverage rows, then the embedding-only neighbours.
+GRAPH_COLUMNS = ["image_id", "neighbour_rows", "distances", "content_distances", "method"]
+NEAREST_COLUMNS = ["image_id", "nearest_rows", "nearest_similarities", "method"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,8 @@ class NeighbourGraph:
     """Row i lists the k nearest other images of image_ids[i], nearest first.
 
     distances are the effective (place-mixed) cosine distances the ranking uses;
-    content_distances are the pure embedding distances of the same pairs.
+    content_distances are the pure embedding distances of the same pairs. `nearest` is the
+    embedding-only k-NN the graph was built from (None for a graph built by hand).
     """
 
     image_ids: np.ndarray  # (N,) str
@@ -57,6 +74,7 @@ class NeighbourGraph:
     distances: np.ndarray  # (N, k) float32, ascending along each row
     content_distances: np.ndarray  # (N, k) float32
     method: str  # "exact" or "ivf"
+    nearest: Neighbours | None = None
 
     @property
     def size(self) -> int:
@@ -82,88 +100,107 @@ class NeighbourGraph:
         if repeats.any():
             row = int(np.argmax(repeats))
             raise ValueError(f"neighbour graph: row {row} lists an image twice or itself")
-        if len(set(self.image_ids.tolist())) != n:
+        if pd.Index(self.image_ids).has_duplicates:
             raise ValueError("neighbour graph: image ids are not unique")
+        if self.nearest is not None and self.nearest.indices.shape[0] != n:
+            raise ValueError("neighbour graph: its nearest neighbours have another row count")
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per image: image_id, neighbour_rows (row positions in this frame, what
-        `from_frame` reads), neighbour_ids (the same neighbours by id, for people),
-        distances, content_distances (lists, nearest first) and method."""
-        return pd.DataFrame(
-            {
-                "image_id": self.image_ids,
-                "neighbour_rows": list(self.indices),
-                "neighbour_ids": list(self.image_ids[self.indices]),
-                "distances": list(self.distances),
-                "content_distances": list(self.content_distances),
-            }
-        ).assign(method=self.method)
+        """One row per image: image_id; neighbour_rows (row positions in this frame, what
+        `from_frame` reads), distances, content_distances (the coverage rows, nearest first);
+        nearest_rows, nearest_similarities (the embedding-only neighbours, when known); and
+        method. Each list column is one Arrow fixed-size list over a contiguous matrix."""
+        columns = {
+            "image_id": self.image_ids,
+            "neighbour_rows": matrix_column(self.indices.astype(np.int32, copy=False)),
+            "distances": matrix_column(self.distances.astype(np.float32, copy=False)),
+            "content_distances": matrix_column(
+                self.content_distances.astype(np.float32, copy=False)
+            ),
+        }
+        if self.nearest is not None:
+            columns["nearest_rows"] = matrix_column(self.nearest.indices)
+            columns["nearest_similarities"] = matrix_column(self.nearest.similarities)
+        return pd.DataFrame(columns).assign(method=self.method)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> NeighbourGraph:
-        """Inverse of `to_frame` (e.g. after a Parquet round trip); neighbour_ids is not needed.
+        """Inverse of `to_frame` (e.g. after a Parquet round trip); the nearest columns are
+        read when present.
 
         Rows are positions, not ids: a re-rank reads the graph on its hot path, and looking up
         k ids per image costs more than the rest of the read.
         """
-        required = {"image_id", "neighbour_rows", "distances", "content_distances"}
-        missing = required - set(frame.columns)
-        if missing:
-            raise ValueError(f"neighbour graph frame lacks columns {sorted(missing)}")
-        if frame.empty:
-            raise ValueError("neighbour graph frame has no rows")
+        _require(frame, ["image_id", "neighbour_rows", "distances", "content_distances"])
         lists = {
-            name: frame[name].to_numpy()
+            name: column_matrix(frame[name], what=f"neighbour graph column {name}")
             for name in ("neighbour_rows", "distances", "content_distances")
         }
-        lengths = {len(row) for values in lists.values() for row in values}
-        if len(lengths) > 1:
-            raise ValueError(f"neighbour graph frame has rows of different lengths {lengths}")
-        shape = (len(frame), lengths.pop())
-        method = str(frame["method"].iloc[0]) if "method" in frame else "exact"
+        widths = {matrix.shape for matrix in lists.values()}
+        if len(widths) > 1:
+            raise ValueError(f"neighbour graph frame has rows of different lengths {widths}")
+        nearest = None
+        if {"nearest_rows", "nearest_similarities"} <= set(frame.columns):
+            nearest = nearest_from_frame(frame)
         return cls(
             image_ids=frame["image_id"].astype(str).to_numpy(),
-            indices=np.concatenate(lists["neighbour_rows"]).astype(np.int32).reshape(shape),
-            distances=np.concatenate(lists["distances"]).astype(np.float32).reshape(shape),
-            content_distances=np.concatenate(lists["content_distances"])
-            .astype(np.float32)
-            .reshape(shape),
-            method=method,
+            indices=lists["neighbour_rows"].astype(np.int32, copy=False),
+            distances=lists["distances"].astype(np.float32, copy=False),
+            content_distances=lists["content_distances"].astype(np.float32, copy=False),
+            method=_method(frame),
+            nearest=nearest,
         )
 
 
-def normalise_embeddings(embeddings: np.ndarray) -> np.ndarray:
-    """float32 rows of unit length; rejects non-finite or all-zero rows."""
-    matrix = np.asarray(embeddings, dtype=np.float32)
-    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise ValueError(f"embeddings must be a non-empty 2-d array, got shape {matrix.shape}")
-    if not np.isfinite(matrix).all():
-        bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-        raise ValueError(f"embeddings row {bad} contains NaN or infinity")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"embeddings row {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zero")
-    return matrix / norms
+def nearest_from_frame(frame: pd.DataFrame) -> Neighbours:
+    """The embedding-only neighbours stored in a graph frame (NEAREST_COLUMNS), rows aligned
+    with the frame's rows; frame.attrs["neighbours"] (the search's recall) when present."""
+    _require(frame, NEAREST_COLUMNS[:3])
+    search = frame.attrs.get("neighbours", {})
+    return Neighbours(
+        indices=column_matrix(frame["nearest_rows"], np.int32, "nearest_rows"),
+        similarities=column_matrix(frame["nearest_similarities"], np.float32, "similarities"),
+        method=_method(frame),
+        recall=search.get("recall"),
+        details=search.get("details", {}),
+    )
+
+
+def _require(frame: pd.DataFrame, columns: list[str]) -> None:
+    missing = set(columns) - set(frame.columns)
+    if missing:
+        raise ValueError(f"neighbour graph frame lacks columns {sorted(missing)}")
+    if frame.empty:
+        raise ValueError("neighbour graph frame has no rows")
+
+
+def _method(frame: pd.DataFrame) -> str:
+    return str(frame["method"].iloc[0]) if "method" in frame else "exact"
 
 
 def build_neighbour_graph(
     embeddings: np.ndarray,
-    k: int = 20,
+    k: int = DEFAULT_K,
     *,
     image_ids: Sequence[str] | None = None,
     places: pd.DataFrame | None = None,
     alpha: float = DEFAULT_ALPHA,
     exact_limit: int = DEFAULT_EXACT_LIMIT,
+    target_recall: float = DEFAULT_TARGET_RECALL,
     seed: int = 0,
 ) -> NeighbourGraph:
     """The k nearest neighbours of every row of `embeddings` by cosine distance.
 
     places, if given, is aligned row by row with embeddings and has columns sequence_id,
     captured_at, lat, lng (nullable) and optionally sequence_index; it joins nearby frames of
-    one sequence (see the module docstring). Exact up to exact_limit rows, IVF above.
+    one sequence (see the module docstring). Exact up to exact_limit rows, FAISS IVF above
+    (target_recall: see core.ranking.index).
     """
-    vectors = normalise_embeddings(embeddings)
-    n = len(vectors)
+    unit = UnitRows(np.asarray(embeddings))
+    n = len(unit)
+    zero = unit.zero_rows()
+    if len(zero):
+        raise ValueError(f"embeddings row {int(zero[0])} is all zero")
     if n < 2:
         raise ValueError(f"a neighbour graph needs at least 2 images, got {n}")
     if not isinstance(k, int | np.integer) or k < 1:
@@ -173,141 +210,30 @@ def build_neighbour_graph(
     ids = np.array([f"{row}" for row in range(n)] if image_ids is None else image_ids, dtype=str)
     if ids.shape != (n,):
         raise ValueError(f"image_ids has {len(ids)} entries for {n} embeddings")
-    k = min(int(k), n - 1)
-    if n <= exact_limit:
-        indices, similarities = _exact_neighbours(vectors, k)
-        method = "exact"
-    else:
-        indices, similarities = _ivf_neighbours(vectors, k, seed)
-        method = "ivf"
-    content = np.clip(1.0 - similarities, 0.0, 2.0).astype(np.float32)
-    if places is None:
-        return NeighbourGraph(ids, indices.astype(np.int32), content, content.copy(), method)
-    if len(places) != n:
+    if places is not None and len(places) != n:
         raise ValueError(f"places has {len(places)} rows for {n} embeddings")
-    indices, distances, content = _mix_places(vectors, indices, content, places, alpha)
-    return NeighbourGraph(ids, indices, distances, content, method)
+    nearest = cosine_neighbours(
+        unit, int(k), exact_limit=exact_limit, target_recall=target_recall, seed=seed
+    )
+    content = np.clip(1.0 - nearest.similarities, 0.0, 2.0).astype(np.float32)
+    if places is None:
+        return NeighbourGraph(
+            ids, nearest.indices, content, content.copy(), nearest.method, nearest
+        )
+    indices, distances, content = _mix_places(unit, nearest.indices, content, places, alpha)
+    return NeighbourGraph(ids, indices, distances, content, nearest.method, nearest)
 
 
 def neighbour_recall(
     embeddings: np.ndarray, graph: NeighbourGraph, sample: int = 1000, seed: int = 0
 ) -> float:
-    """Share of the exact content k-NN of a random sample of rows that the graph holds."""
-    vectors = normalise_embeddings(embeddings)
-    rows = np.random.default_rng(seed).choice(len(vectors), min(sample, len(vectors)), False)
-    similarities = vectors[rows] @ vectors.T
-    similarities[np.arange(len(rows)), rows] = -np.inf
-    exact, _ = _top_k(similarities, graph.k)
-    found = [len(set(exact[i]) & set(graph.indices[row])) for i, row in enumerate(rows)]
-    return float(np.sum(found) / exact.size)
-
-
-def _top_k(similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of the k largest entries of each row, largest first.
-
-    Columns are split into _TOPK_SLABS strided slabs; a row's k largest values lie in the k
-    slab positions with the largest maxima across slabs, so only those k * _TOPK_SLABS
-    candidates are partitioned. The maximum across slabs is a vectorised element-wise pass,
-    far cheaper than argpartition on full rows.
-    """
-    rows, columns = similarities.shape
-    width = -(-columns // _TOPK_SLABS)
-    if width <= 2 * k:
-        candidates = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
-    else:
-        padded = similarities
-        if width * _TOPK_SLABS != columns:
-            padded = np.full((rows, width * _TOPK_SLABS), -np.inf, dtype=similarities.dtype)
-            padded[:, :columns] = similarities
-        slab_max = padded.reshape(rows, _TOPK_SLABS, width).max(axis=1)
-        best = np.argpartition(-slab_max, k - 1, axis=1)[:, :k]
-        candidates = (best[:, :, None] + width * np.arange(_TOPK_SLABS)).reshape(rows, -1)
-        values = np.take_along_axis(padded, candidates, axis=1)
-        pick = np.argpartition(-values, k - 1, axis=1)[:, :k]
-        candidates = np.take_along_axis(candidates, pick, axis=1)
-    values = np.take_along_axis(similarities, candidates, axis=1)
-    # Largest first; ties by column so the graph is deterministic.
-    order = np.lexsort((candidates, -values), axis=1)
-    return np.take_along_axis(candidates, order, axis=1), np.take_along_axis(values, order, axis=1)
-
-
-def _exact_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(vectors)
-    # Zero rows pad the columns to whole slabs, so _top_k never copies a block.
-    padded = np.zeros((-(-n // _TOPK_SLABS) * _TOPK_SLABS, vectors.shape[1]), np.float32)
-    padded[:n] = vectors
-    indices = np.empty((n, k), dtype=np.int64)
-    similarities = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, _QUERY_BLOCK):
-        stop = min(start + _QUERY_BLOCK, n)
-        block = vectors[start:stop] @ padded.T
-        block[:, n:] = -np.inf
-        block[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        indices[start:stop], similarities[start:stop] = _top_k(block, k)
-    return indices, similarities
-
-
-def _spherical_kmeans(
-    vectors: np.ndarray, cells: int, rng: np.random.Generator, iterations: int = 10
-) -> np.ndarray:
-    """Unit-length centres of `cells` cosine clusters (Lloyd iterations; empty cells reseeded)."""
-    centres = vectors[rng.choice(len(vectors), cells, replace=False)].copy()
-    for _ in range(iterations):
-        assignment = np.argmax(vectors @ centres.T, axis=1)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, assignment, vectors)
-        norms = np.linalg.norm(sums, axis=1)
-        empty = norms == 0
-        sums[empty] = vectors[rng.choice(len(vectors), int(empty.sum()), replace=False)]
-        norms[empty] = 1.0
-        centres = (sums / norms[:, None]).astype(np.float32)
-    return centres
-
-
-def _ivf_neighbours(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate k-NN: each cosine-KMeans cell is searched against its nearest cells.
-
-    About sqrt(N) cells, each searched together with its IVF_PROBES - 1 nearest cells (by
-    centre similarity): a recall/speed trade-off that `neighbour_recall` measures.
-    """
-    n, dimensions = vectors.shape
-    cells = max(8, round(np.sqrt(n)))
-    probes = min(cells, IVF_PROBES)
-    rng = np.random.default_rng(seed)
-    sample = vectors[rng.choice(n, min(n, 64 * cells), replace=False)]
-    centres = _spherical_kmeans(sample, cells, rng)
-    assignment = np.concatenate(
-        [np.argmax(vectors[s : s + 8192] @ centres.T, axis=1) for s in range(0, n, 8192)]
-    )
-    members = [np.flatnonzero(assignment == cell) for cell in range(cells)]
-    centre_similarity = centres @ centres.T
-    np.fill_diagonal(centre_similarity, np.inf)  # a cell always searches itself first
-    nearest_cells = np.argsort(-centre_similarity, axis=1, kind="stable")[:, :probes]
-    # Row n is a zero vector: candidate lists are padded with it to whole _top_k slabs.
-    padded_vectors = np.vstack([vectors, np.zeros((1, dimensions), np.float32)])
-    indices = np.empty((n, k), dtype=np.int64)
-    similarities = np.empty((n, k), dtype=np.float32)
-    for cell in range(cells):
-        queries = members[cell]
-        if len(queries) == 0:
-            continue
-        candidates = np.concatenate([members[other] for other in nearest_cells[cell]])
-        if len(candidates) <= k:  # a tiny neighbourhood: search every image
-            candidates = np.concatenate([queries, np.setdiff1d(np.arange(n), queries)])
-        real = len(candidates)
-        padding = -real % _TOPK_SLABS
-        candidates = np.concatenate([candidates, np.full(padding, n, dtype=candidates.dtype)])
-        candidate_vectors = padded_vectors[candidates]
-        for start in range(0, len(queries), _QUERY_BLOCK):
-            block = queries[start : start + _QUERY_BLOCK]
-            block_similarities = vectors[block] @ candidate_vectors.T
-            block_similarities[:, real:] = -np.inf
-            # The cell's own members come first, so query i sits at candidate start + i.
-            own = np.arange(len(block))
-            block_similarities[own, start + own] = -np.inf
-            found, similarities[block] = _top_k(block_similarities, k)
-            indices[block] = candidates[found]
-    return indices, similarities
+    """Share of the exact content k-NN of a random sample of rows that the graph holds (its
+    embedding-only neighbours when known, else its rows)."""
+    unit = UnitRows(np.asarray(embeddings))
+    rows = np.sort(np.random.default_rng(seed).choice(len(unit), min(sample, len(unit)), False))
+    listed = graph.indices if graph.nearest is None else graph.nearest.indices
+    exact, _ = exact_neighbours(unit, rows, listed.shape[1])
+    return recall_at_k(listed[rows], exact)
 
 
 def _capture_order(places: pd.DataFrame) -> pd.DataFrame:
@@ -375,21 +301,51 @@ def _median_steps(ordered: pd.DataFrame) -> tuple[float, float]:
     return step_m, step_s
 
 
-def _row_similarities(vectors: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    out = np.empty(len(first), dtype=np.float32)
-    for start in range(0, len(first), 8192):
-        a, b = first[start : start + 8192], second[start : start + 8192]
-        out[start : start + len(a)] = np.einsum("id,id->i", vectors[a], vectors[b])
-    return out
+def _close_later(
+    frame: pd.DataFrame, order: np.ndarray, offsets: int, steps: tuple[float, float]
+) -> np.ndarray:
+    """close[p, o - 1]: the frame at capture position p and the one o positions later show
+    the same place (fewer than PLACE_STEPS median steps apart, same sequence)."""
+    n = len(order)
+    close = np.zeros((n, offsets), dtype=bool)
+    for offset in range(1, offsets + 1):
+        close[: n - offset, offset - 1] = (
+            _place_steps(frame, order[:-offset], order[offset:], steps) < PLACE_STEPS
+        )
+    return close
+
+
+def _later_similarities(vectors: UnitRows, order: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the frame at capture position p to the one o positions later,
+    where close[p, o - 1] (NaN elsewhere): each frame's unit vector is made once per block."""
+    n, offsets = close.shape
+    similarities = np.full(close.shape, np.nan, dtype=np.float32)
+    for start in range(0, n, _MIX_BLOCK):
+        stop = min(start + _MIX_BLOCK, n)
+        block = vectors[order[start : min(stop + offsets, n)]]
+        for offset in range(1, offsets + 1):
+            rows = np.flatnonzero(close[start:stop, offset - 1])
+            if len(rows):
+                similarities[start + rows, offset - 1] = np.einsum(
+                    "id,id->i", block[rows], block[rows + offset]
+                )
+    return similarities
 
 
 def _mix_places(
-    vectors: np.ndarray,
+    vectors: UnitRows,
     indices: np.ndarray,
     content: np.ndarray,
     places: pd.DataFrame,
     alpha: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's k nearest by effective distance among its content neighbours and the frames
+    up to k positions before or after it in capture order that show the same place.
+
+    Row by row in blocks, so memory stays bounded: a row's candidates are its k content
+    neighbours and 2k frames around it; a neighbour listed twice keeps its smaller effective
+    distance (the first listed on a tie); the k smallest remain, ties by neighbour row.
+    """
     n, k = indices.shape
     ordered = _capture_order(places)
     steps = _median_steps(ordered)
@@ -397,41 +353,49 @@ def _mix_places(
     if steps == (0.0, 0.0) or near_duplicate_distance <= 0:
         return indices.astype(np.int32), content, content.copy()
     by_row = ordered.sort_values("row").reset_index(drop=True)
-    # Extra candidates: frames up to k positions apart in capture order that are place-close.
-    order_rows = ordered["row"].to_numpy()
-    extra_first, extra_second = [], []
-    for offset in range(1, min(k, n - 1) + 1):
-        a, b = order_rows[:-offset], order_rows[offset:]
-        close = _place_steps(by_row, a, b, steps) < PLACE_STEPS
-        extra_first.append(a[close])
-        extra_second.append(b[close])
-    extra_a, extra_b = np.concatenate(extra_first), np.concatenate(extra_second)
-    extra_content = np.clip(1 - _row_similarities(vectors, extra_a, extra_b), 0, 2)
-    first = np.concatenate([np.repeat(np.arange(n), k), extra_a, extra_b])
-    second = np.concatenate([indices.ravel(), extra_b, extra_a])
-    pair_content = np.concatenate([content.ravel(), extra_content, extra_content])
-    pair_content = pair_content.astype(np.float32)
-    place = _place_steps(by_row, first, second, steps) / PLACE_STEPS
-    mixed = alpha * pair_content + (1 - alpha) * place * near_duplicate_distance
-    # NaN (other sequence, no metadata) and place >= 1 (beyond the horizon) keep content.
-    with np.errstate(invalid="ignore"):
-        same_place = place < 1
-    effective = np.where(same_place, np.minimum(pair_content, mixed), pair_content)
-    effective = effective.astype(np.float32)
-    # One entry per (image, neighbour), then the k smallest effective distances per image.
-    order = np.lexsort((effective, second, first))
-    first, second = first[order], second[order]
-    effective, pair_content = effective[order], pair_content[order]
-    keep = np.ones(len(first), dtype=bool)
-    keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
-    first, second = first[keep], second[keep]
-    effective, pair_content = effective[keep], pair_content[keep]
-    order = np.lexsort((second, effective, first))
-    first, second = first[order], second[order]
-    effective, pair_content = effective[order], pair_content[order]
-    take = (np.searchsorted(first, np.arange(n))[:, None] + np.arange(k)).ravel()
-    return (
-        second[take].reshape(n, k).astype(np.int32),
-        effective[take].reshape(n, k),
-        pair_content[take].reshape(n, k),
-    )
+    order = ordered["row"].to_numpy()  # capture position -> row
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    offsets = min(k, n - 1)
+    close = _close_later(by_row, order, offsets, steps)
+    later = _later_similarities(vectors, order, close)
+    steps_ahead = np.arange(1, offsets + 1)
+    out_indices = np.empty((n, k), dtype=np.int32)
+    out_distances = np.empty((n, k), dtype=np.float32)
+    out_content = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, _MIX_BLOCK):
+        rows = np.arange(start, min(start + _MIX_BLOCK, n))
+        here = position[rows][:, None]
+        ahead, behind = here + steps_ahead, here - steps_ahead
+        ahead_ok, behind_ok = ahead < n, behind >= 0
+        ahead, behind = np.minimum(ahead, n - 1), np.maximum(behind, 0)
+        # A frame o positions behind sees this one o positions ahead of it.
+        slot = steps_ahead[None, :] - 1
+        is_close = np.hstack([ahead_ok & close[here[:, 0]], behind_ok & close[behind, slot]])
+        similarity = np.hstack([later[here[:, 0]], later[behind, slot]])
+        columns = np.hstack([indices[rows], order[ahead], order[behind]]).astype(np.int64)
+        pair_content = np.hstack(
+            [content[rows], np.clip(1 - similarity, 0, 2).astype(np.float32)]
+        ).astype(np.float32)
+        first = np.repeat(rows, columns.shape[1])
+        place = _place_steps(by_row, first, columns.ravel(), steps).reshape(columns.shape)
+        place /= PLACE_STEPS
+        mixed = alpha * pair_content + (1 - alpha) * place * near_duplicate_distance
+        # NaN (other sequence, no metadata) and place >= 1 (beyond the horizon) keep content.
+        with np.errstate(invalid="ignore"):
+            same_place = place < 1
+        effective = np.where(same_place, np.minimum(pair_content, mixed), pair_content)
+        effective = effective.astype(np.float32)
+        effective[:, k:][~is_close] = np.inf
+        # One entry per neighbour (the smallest effective distance; ties: the first listed).
+        by_neighbour = np.lexsort((effective, columns), axis=1)
+        columns = np.take_along_axis(columns, by_neighbour, 1)
+        effective = np.take_along_axis(effective, by_neighbour, 1)
+        pair_content = np.take_along_axis(pair_content, by_neighbour, 1)
+        effective[:, 1:][columns[:, 1:] == columns[:, :-1]] = np.inf
+        # The k nearest, ties by neighbour row.
+        nearest = np.lexsort((columns, effective), axis=1)[:, :k]
+        out_indices[rows] = np.take_along_axis(columns, nearest, 1)
+        out_distances[rows] = np.take_along_axis(effective, nearest, 1)
+        out_content[rows] = np.take_along_axis(pair_content, nearest, 1)
+    return out_indices, out_distances, out_content

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from imgrank_dagster.core.ranking import near_duplicates
+from imgrank_dagster.core.ranking.index import Neighbours, UnitRows, cosine_neighbours
 
 COMPONENT_COLUMNS = (
     "uniqueness",
@@ -129,11 +130,15 @@ def outlier_distance(
     clusters: np.ndarray,
     percentile: float,
     nearest_neighbors_k: int = near_duplicates.DEFAULT_NEAREST_NEIGHBORS_K,
+    *,
+    neighbours: Neighbours | None = None,
 ) -> np.ndarray:
     """fastdup's outlier value for images flagged within their own cluster, 0 elsewhere.
 
-    fastdup runs once per cluster; the value is the cosine similarity it reports for the
-    outlier (see near_duplicates). Clusters too small for outliers contribute none.
+    The value is the cosine similarity fastdup reports for the outlier (see near_duplicates).
+    neighbours: the collection's neighbour search (rows aligned with image_ids); each image's
+    nearest same-cluster neighbours are taken from it. Without it every cluster is searched on
+    its own. Clusters too small for outliers contribute none.
     """
     ids = _ids(image_ids)
     labels = _labels(clusters, len(ids))
@@ -142,15 +147,27 @@ def outlier_distance(
             f"embeddings has {embeddings.shape[0]} rows but there are {len(ids)} image ids"
         )
     result = np.zeros(len(ids))
+    unit = UnitRows(embeddings)
+    if neighbours is not None:
+        if neighbours.indices.shape[0] != len(ids):
+            raise ValueError(
+                f"the neighbours have {neighbours.indices.shape[0]} rows for {len(ids)} images"
+            )
+        _, similarities = near_duplicates.within_cluster_neighbours(
+            neighbours, labels, nearest_neighbors_k, unit
+        )
     for cluster in np.unique(labels):
         members = np.flatnonzero(labels == cluster)
-        found = near_duplicates.outliers(
-            ids[members], embeddings[members], percentile, nearest_neighbors_k
-        )
-        if found.empty:
+        if len(members) < near_duplicates.MIN_IMAGES_FOR_OUTLIERS:
             continue
-        row_of_id = pd.Series(members, index=ids[members])
-        result[row_of_id.loc[found["image_id"]].to_numpy()] = found["outlier_distance"]
+        if neighbours is None:
+            found = cosine_neighbours(UnitRows(embeddings, members), nearest_neighbors_k)
+            cluster_similarities = found.similarities
+        else:
+            cluster_similarities = similarities[members]
+        values = near_duplicates.outlier_values(cluster_similarities, percentile)
+        flagged = ~np.isnan(values)
+        result[members[flagged]] = values[flagged]
     return result
 
 

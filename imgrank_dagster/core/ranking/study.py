@@ -4,8 +4,10 @@ The stages follow the project's data contracts and are separate functions so tha
 layer can make each one an asset:
 
     cluster_assignments  <- cluster(features, embeddings, **clustering parameters)
-    similar_pairs        <- collection_similar_pairs(features, embeddings, ...)
-    image_base_scores    <- base_scores(features, embeddings, assignments, similar_pairs, ...)
+    neighbour_graph      <- core.ranking.neighbours.build_neighbour_graph(embeddings, ...)
+    similar_pairs        <- collection_similar_pairs(image_ids, graph's nearest neighbours, ...)
+    image_base_scores    <- base_scores(features, embeddings, assignments, similar_pairs,
+                                        neighbours=graph's nearest neighbours, ...)
     cluster_metrics      <- scores.cluster_metrics(assignments, labelled_ids, ...)
     image_scores         <- label_scores(base_scores, similar_pairs, labelled_ids, ...)
     labeling_priority    <- scores.rank_images(image_scores, cluster_metrics, ...)
@@ -16,7 +18,7 @@ constant of the method is a keyword parameter whose default is the study's value
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,9 @@ from imgrank_dagster.core.ranking.clustering import (
     cluster_assignments_frame,
     validate_embeddings,
 )
-from imgrank_dagster.core.ranking.uniqueness import uniqueness_within_clusters
+from imgrank_dagster.core.ranking.index import Neighbours, cosine_neighbours
+from imgrank_dagster.core.ranking.neighbours import DEFAULT_K
+from imgrank_dagster.core.ranking.uniqueness import uniqueness_by_cluster
 
 BASE_SCORE_COLUMNS = [
     "image_id",
@@ -82,16 +86,21 @@ def cluster(
 
 
 def collection_similar_pairs(
-    features: pd.DataFrame,
-    embeddings: np.ndarray,
+    image_ids: Sequence[str],
+    neighbours: Neighbours,
     *,
     similarity_threshold: float = 0.9,
     nearest_neighbors_k: int = near_duplicates.DEFAULT_NEAREST_NEIGHBORS_K,
 ) -> pd.DataFrame:
-    """similar_pairs: fastdup's near-duplicate pairs over the whole collection."""
-    _check_aligned(features, embeddings)
-    return near_duplicates.similar_pairs(
-        features["image_id"].tolist(), embeddings, similarity_threshold, nearest_neighbors_k
+    """similar_pairs: near-duplicate pairs over the whole collection with fastdup's
+    definition, from the collection's neighbours (rows aligned with image_ids)."""
+    if neighbours.k < nearest_neighbors_k and neighbours.k < len(image_ids) - 1:
+        raise ValueError(
+            f"the neighbour graph lists {neighbours.k} neighbours per image; similar pairs "
+            f"need nearest_neighbors_k = {nearest_neighbors_k}"
+        )
+    return near_duplicates.pairs_from_neighbours(
+        image_ids, neighbours, similarity_threshold, nearest_neighbors_k
     )
 
 
@@ -101,12 +110,19 @@ def base_scores(
     assignments: pd.DataFrame,
     similar_pairs: pd.DataFrame,
     *,
+    neighbours: Neighbours | None = None,
     similarity_threshold: float = 0.9,
     duplicate_punishment: float = 0.5,
     outlier_percentile: float = 0.05,
     nearest_neighbors_k: int = near_duplicates.DEFAULT_NEAREST_NEIGHBORS_K,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """image_base_scores: the label-independent components, one row per image of features."""
+    """image_base_scores: the label-independent components, one row per image of features.
+
+    neighbours: the collection's neighbours (rows aligned with features), which the outliers
+    are taken from; without it each cluster is searched on its own. attrs["uniqueness_search"]
+    says how each cluster's uniqueness neighbours were searched.
+    """
     _check_aligned(features, embeddings)
     for column in ("blur", "brightness"):
         if column not in features:
@@ -116,20 +132,43 @@ def base_scores(
     punishment, group = scores.duplicate_punishment(
         image_ids, clusters, similar_pairs, similarity_threshold, duplicate_punishment
     )
-    return pd.DataFrame(
+    uniqueness = uniqueness_by_cluster(embeddings, clusters, seed=seed)
+    outliers = scores.outlier_distance(
+        image_ids,
+        embeddings,
+        clusters,
+        outlier_percentile,
+        nearest_neighbors_k,
+        neighbours=neighbours,
+    )
+    table = pd.DataFrame(
         {
             "image_id": features["image_id"].to_numpy(dtype=object),
             "cluster": clusters,
-            "uniqueness": uniqueness_within_clusters(embeddings, clusters),
+            "uniqueness": uniqueness.scores,
             "uniqueness_punishment": punishment,
             "duplicate_group": group,
-            "outlier_distance": scores.outlier_distance(
-                image_ids, embeddings, clusters, outlier_percentile, nearest_neighbors_k
-            ),
+            "outlier_distance": outliers,
             "blur": scores.minmax_normalise(features["blur"]),
             "brightness": scores.minmax_normalise(features["brightness"]),
         }
     )[BASE_SCORE_COLUMNS]
+    table.attrs["uniqueness_search"] = _search_summary(uniqueness.searches)
+    return table
+
+
+def _search_summary(searches: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """How many clusters' uniqueness neighbours were searched exactly, how many approximately
+    (and the lowest recall of those)."""
+    methods = [search["method"] for search in searches.values()]
+    recalls = [search["recall"] for search in searches.values() if "recall" in search]
+    summary: dict[str, Any] = {
+        "exact_clusters": methods.count("exact") + methods.count("none"),
+        "approximate_clusters": methods.count("ivf"),
+    }
+    if recalls:
+        summary["lowest_recall"] = min(recalls)
+    return summary
 
 
 def label_scores(
@@ -164,10 +203,10 @@ def run_study(
     embeddings: np.ndarray | None = None,
     k: int | None = None,
     k_min: int = 2,
-    k_max: int = 20,
+    k_max: int | None = None,
     silhouette_window: int = 2,
     silhouette_sample_size: int = 5000,
-    exact_silhouette_max: int = 20000,
+    exact_silhouette_max: int = 10_000,
     seed: int = 0,
     similarity_threshold: float = 0.9,
     duplicate_punishment: float = 0.5,
@@ -207,9 +246,13 @@ def run_study(
         exact_silhouette_max=exact_silhouette_max,
         seed=seed,
     )
+    image_ids = features["image_id"].tolist()
+    if len(image_ids) < 2:
+        raise ValueError(f"the study needs at least 2 images, got {len(image_ids)}")
+    neighbours = cosine_neighbours(embeddings, max(DEFAULT_K, nearest_neighbors_k), seed=seed)
     pairs = collection_similar_pairs(
-        features,
-        embeddings,
+        image_ids,
+        neighbours,
         similarity_threshold=similarity_threshold,
         nearest_neighbors_k=nearest_neighbors_k,
     )
@@ -218,10 +261,12 @@ def run_study(
         embeddings,
         assignments,
         pairs,
+        neighbours=neighbours,
         similarity_threshold=similarity_threshold,
         duplicate_punishment=duplicate_punishment,
         outlier_percentile=outlier_percentile,
         nearest_neighbors_k=nearest_neighbors_k,
+        seed=seed,
     )
     metrics = scores.cluster_metrics(
         assignments,

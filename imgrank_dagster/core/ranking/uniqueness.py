@@ -24,14 +24,26 @@ Choices where FiftyOne gives no usable number:
   (NaN); here every score is 0. "Up to rounding" means a largest score below NOISE_SCORE,
   which only happens when every image has three (near-)exact twins.
 
-Scores are computed in the input's floating dtype (float32 embeddings stay float32, as in
-FiftyOne) with the same operations: on float32 embeddings (40 x 24 and 300 x 576) the result
-was bit-identical to fiftyone.brain.compute_uniqueness; float64 input differs by about 1e-7.
+How it is computed here: the 4 nearest neighbours come from the project's one neighbour
+search (core.ranking.index, FAISS) run on the set's centred rows: the collection's neighbour
+graph cannot be reused, because centring moves every cluster into its own space. The search
+is exact up to `exact_limit` images per set (DEFAULT_EXACT_LIMIT, 10,000; the result equals
+fiftyone.brain.compute_uniqueness within 1e-6, tested); a larger set uses FAISS's inverted
+file index, and then the scores are those of the neighbours it finds (its recall against
+exact search is reported with the scores). The distances to the chosen neighbours are then
+recomputed in the input's floating dtype with FiftyOne's operations (float32 embeddings stay
+float32, as in FiftyOne; above 15,000 the euclidean distances are computed in float64 from
+differences, as sklearn's search does).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
+
+from imgrank_dagster.core.ranking.index import UnitRows, cosine_neighbours
 
 # FiftyOne's constants.
 NEIGHBOUR_WEIGHTS = np.array([0.6, 0.3, 0.1])
@@ -39,54 +51,50 @@ NEIGHBOUR_WEIGHTS = np.array([0.6, 0.3, 0.1])
 NOISE_SCORE = 1e-6
 _NEIGHBOURS = len(NEIGHBOUR_WEIGHTS)  # FiftyOne's K = 3, queried as K + 1 = 4 neighbours
 _MAX_PRECOMPUTE_DISTS = 15_000  # FiftyOne switches from cosine to euclidean-on-unit above this
-# Above _MAX_PRECOMPUTE_DISTS: neighbours recomputed exactly among this many closest candidates.
-_EUCLIDEAN_CANDIDATES = 8
-# Rows of the distance matrix held at once.
-_CHUNK_ELEMENTS = 20_000_000
+# Sets (clusters) up to this size are searched exactly: FiftyOne's scores. An exact search
+# costs N^2 per set; at a million images in 50 clusters that alone would be as much work as
+# the whole collection's neighbour graph.
+DEFAULT_EXACT_LIMIT = 10_000
+# Rows whose neighbour distances are recomputed at once.
+_BLOCK = 4_096
 
 
-def fiftyone_uniqueness(embeddings: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class Uniqueness:
+    """Scores per row, and how each cluster's neighbours were searched."""
+
+    scores: np.ndarray  # float64 in [0, 1]
+    searches: dict[int, dict[str, Any]] = field(default_factory=dict)  # cluster -> method, ...
+
+
+def fiftyone_uniqueness(
+    embeddings: np.ndarray, *, exact_limit: int = DEFAULT_EXACT_LIMIT, seed: int = 0
+) -> np.ndarray:
     """FiftyOne uniqueness of one set of embeddings (N x D); float64 scores in [0, 1]."""
-    matrix = _validated(embeddings)
-    n_samples = matrix.shape[0]
-    if n_samples <= _NEIGHBOURS:
-        return np.ones(n_samples)
-    if not np.issubdtype(matrix.dtype, np.floating):
-        matrix = matrix.astype(np.float64)
-    centred = matrix - matrix.mean(axis=0, keepdims=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", centred, centred))
-    # sklearn.preprocessing.normalize leaves all-zero rows at zero.
-    unit = centred / np.where(norms == 0, 1, norms)[:, None]
-    euclidean = n_samples > _MAX_PRECOMPUTE_DISTS
-    nearest = np.zeros((n_samples, _NEIGHBOURS + 1))
-    step = max(16, _CHUNK_ELEMENTS // n_samples)
-    for start in range(0, n_samples, step):
-        stop = min(start + step, n_samples)
-        rows = np.arange(stop - start)
-        distances = np.clip(1 - unit[start:stop] @ unit.T, 0, 2)
-        distances[rows, np.arange(start, stop)] = np.inf  # not oneself
-        if not euclidean:
-            nearest[start:stop] = _smallest(distances, _NEIGHBOURS + 1)
-            continue
-        # sklearn's neighbour search computes these euclidean distances in float64; 2 - 2 cos
-        # in float32 would lose near-duplicates' small distances, so recompute the closest
-        # candidates exactly from differences.
-        candidates = np.argpartition(distances, _EUCLIDEAN_CANDIDATES - 1, axis=1)
-        candidates = candidates[:, :_EUCLIDEAN_CANDIDATES]
-        difference = unit[candidates].astype(np.float64) - unit[start:stop, None, :]
-        exact = np.sqrt(np.einsum("ijk,ijk->ij", difference, difference))
-        nearest[start:stop] = np.sort(exact, axis=1)[:, : _NEIGHBOURS + 1]
-    # Fewer than 4 others (a set of 4): the missing neighbour is inf; it contributes 0.
-    nearest[~np.isfinite(nearest)] = 0.0
-    scores = np.mean(nearest[:, 1:] * NEIGHBOUR_WEIGHTS, axis=1)
-    largest = scores.max()
-    if largest < NOISE_SCORE:
-        return np.zeros(n_samples)
-    return scores / largest
+    scores, _ = _uniqueness(_validated(embeddings), None, exact_limit, seed)
+    return scores
 
 
-def uniqueness_within_clusters(embeddings: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+def uniqueness_within_clusters(
+    embeddings: np.ndarray,
+    clusters: np.ndarray,
+    *,
+    exact_limit: int = DEFAULT_EXACT_LIMIT,
+    seed: int = 0,
+) -> np.ndarray:
     """FiftyOne uniqueness computed separately within each cluster (one score per row)."""
+    return uniqueness_by_cluster(embeddings, clusters, exact_limit=exact_limit, seed=seed).scores
+
+
+def uniqueness_by_cluster(
+    embeddings: np.ndarray,
+    clusters: np.ndarray,
+    *,
+    exact_limit: int = DEFAULT_EXACT_LIMIT,
+    seed: int = 0,
+) -> Uniqueness:
+    """`uniqueness_within_clusters`, with each cluster's search method (and recall when
+    approximate)."""
     matrix = _validated(embeddings)
     labels = np.asarray(clusters)
     if labels.shape != (matrix.shape[0],):
@@ -95,26 +103,69 @@ def uniqueness_within_clusters(embeddings: np.ndarray, clusters: np.ndarray) -> 
             f"got shape {labels.shape}"
         )
     scores = np.empty(matrix.shape[0])
+    searches: dict[int, dict[str, Any]] = {}
     for cluster in np.unique(labels):
         members = np.flatnonzero(labels == cluster)
-        scores[members] = fiftyone_uniqueness(matrix[members])
-    return scores
+        scores[members], searches[int(cluster)] = _uniqueness(matrix, members, exact_limit, seed)
+    return Uniqueness(scores, searches)
 
 
-def _smallest(distances: np.ndarray, count: int) -> np.ndarray:
-    """The `count` smallest values of each row, ascending (inf pads short rows)."""
-    if distances.shape[1] <= count:
-        padded = np.full((distances.shape[0], count), np.inf, dtype=distances.dtype)
-        padded[:, : distances.shape[1]] = distances
-        return np.sort(padded, axis=1)
-    part = np.partition(distances, count - 1, axis=1)[:, :count]
-    return np.sort(part, axis=1)
+def _uniqueness(
+    matrix: np.ndarray, rows: np.ndarray | None, exact_limit: int, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Scores of matrix[rows] (all rows when None) and how their neighbours were searched."""
+    n_samples = matrix.shape[0] if rows is None else len(rows)
+    if n_samples <= _NEIGHBOURS:
+        return np.ones(n_samples), {"images": n_samples, "method": "none"}
+    if not np.issubdtype(matrix.dtype, np.floating):
+        matrix = matrix.astype(np.float64)
+    if rows is not None and n_samples <= exact_limit:
+        matrix, rows = matrix[rows], None  # a small copy: the same mean as FiftyOne's
+    if rows is None:
+        centre = matrix.mean(axis=0)
+    else:  # no copy of a large cluster: its mean in float64, block by block
+        total = np.zeros(matrix.shape[1])
+        for start in range(0, n_samples, _BLOCK):
+            total += matrix[rows[start : start + _BLOCK]].sum(axis=0, dtype=np.float64)
+        centre = (total / n_samples).astype(matrix.dtype)
+    found = cosine_neighbours(
+        UnitRows(matrix, rows, centre),
+        min(_NEIGHBOURS + 1, n_samples - 1),
+        exact_limit=exact_limit,
+        seed=seed,
+    )
+    unit = UnitRows(matrix, rows, centre, dtype=matrix.dtype)
+    euclidean = n_samples > _MAX_PRECOMPUTE_DISTS
+    nearest = np.zeros((n_samples, _NEIGHBOURS + 1))
+    columns = found.k
+    for start in range(0, n_samples, _BLOCK):
+        stop = min(start + _BLOCK, n_samples)
+        mine = unit[slice(start, stop)]
+        others = unit[found.indices[start:stop].ravel()].reshape(stop - start, columns, -1)
+        if euclidean:
+            # sklearn's neighbour search computes these in float64 from differences.
+            difference = others.astype(np.float64) - mine[:, None, :]
+            distances = np.sqrt(np.einsum("ijk,ijk->ij", difference, difference))
+        else:
+            distances = np.clip(1 - np.einsum("ik,ijk->ij", mine, others), 0, 2)
+        # Ascending, as FiftyOne's neighbour lists (ties between neighbours do not matter).
+        nearest[start:stop, :columns] = np.sort(distances, axis=1)
+    # Fewer than 4 others (a set of 4): the missing neighbour contributes 0.
+    scores = np.mean(nearest[:, 1:] * NEIGHBOUR_WEIGHTS, axis=1)
+    largest = scores.max()
+    search = {"images": n_samples, "method": found.method}
+    if found.recall is not None:
+        search["recall"] = round(found.recall, 4)
+    if largest < NOISE_SCORE:
+        return np.zeros(n_samples), search
+    return scores / largest, search
 
 
 def _validated(embeddings: np.ndarray) -> np.ndarray:
     if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2:
         shape = getattr(embeddings, "shape", None)
         raise ValueError(f"embeddings must be a 2-D numpy array (images x features), got {shape}")
-    if embeddings.size and not np.isfinite(embeddings).all():
+    # A sum is NaN or infinite when any value is (no N x D temporary).
+    if embeddings.size and not np.isfinite(embeddings.sum(dtype=np.float64)):
         raise ValueError("embeddings contain NaN or infinite values")
     return embeddings

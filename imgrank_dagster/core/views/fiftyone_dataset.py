@@ -284,7 +284,7 @@ def _field_values(table: pd.DataFrame) -> dict[str, list[Any]]:
         for width, height in zip(table["width"], table["height"], strict=True)
     ]
     values["embedding"] = [
-        np.asarray(vector, dtype=np.float32) if vector is not None else None
+        None if _python(vector) is None else np.asarray(vector, dtype=np.float32)
         for vector in table["embedding"]
     ]
     return values

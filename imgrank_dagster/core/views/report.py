@@ -477,9 +477,9 @@ def _duplicates(data: ReportData, context: _Context) -> str:
             f'images, cluster {_e(cluster)}</span></h3><div class="grid">{tiles}{more}</div></div>'
         )
     intro = (
-        f"<p>{groups.ngroups} groups of near-duplicates (fastdup similarity at or above the "
-        "threshold, within one cluster). The first image of each group keeps its score; the "
-        "others are punished.</p>"
+        f"<p>{groups.ngroups} groups of near-duplicates (an image and its nearest neighbours "
+        "whose cosine similarity is at or above the threshold, within one cluster). The first "
+        "image of each group keeps its score; the others are punished.</p>"
     )
     return intro + "".join(blocks)
 

@@ -8,11 +8,18 @@ from imgrank_dagster.lib.assets import collection_asset
 from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.io_manager import columns_of, own_sequences
 from imgrank_dagster.lib.metadata import counts_table, frame_output, frame_table
-from imgrank_dagster.lib.names import FEATURES_GROUP
+from imgrank_dagster.lib.names import FEATURES_GROUP, IMAGE_FEATURES
 from imgrank_dagster.lib.partitions import sequence_partitions
 
 # What the catalog keeps of raw_image_sequences for the feature matrix.
 RAW_KEEP = ["image_id", "sequence_id", "sequence_index", "path", "captured_at", "lat", "lng"]
+# What feature_matrix reads of image_features through the IO manager: all but the embeddings,
+# which it copies straight from each sequence's file into the one matrix it writes.
+FEATURE_KEEP = [
+    *["image_id", "status", "error", "blur", "brightness", "contrast"],
+    *["min_value", "max_value", "std", "width", "height"],
+]
+EMBEDDING_READERS = 8
 
 
 def concat_frames(frames: dict[str, Frame]) -> Frame:
@@ -71,30 +78,79 @@ def collection_images(
 @collection_asset(
     FEATURES_GROUP,
     "Every accepted, embedded image of the collection with its embedding, statistics, "
-    "sequence, capture time and GPS: the input of clustering and scoring.",
+    "sequence, capture time and GPS: the input of clustering and scoring. The embeddings are "
+    "one contiguous float32 matrix (a fixed-size list column), read without a copy.",
+    code_version="2",  # 2: embeddings as one fixed-size list column over a contiguous matrix
     ins={
         "collection_images": columns_of("collection_images", [*RAW_KEEP, "status"]),
-        "image_features": own_sequences(),
+        "image_features": own_sequences(FEATURE_KEEP),
     },
+    required_resource_keys={"io_manager"},
 )
 def feature_matrix(
     context: dg.AssetExecutionContext,
     collection_images: Frame,
     image_features: dict[str, Frame],
 ) -> dg.Output[Frame]:
+    import numpy as np
+    import pandas as pd
+
+    from imgrank_dagster.core.features.embeddings import embedding_column
+
     accepted = collection_images.loc[collection_images["status"] == "ok", RAW_KEEP]
     if accepted.empty:
         raise dg.Failure(
             f"collection {context.partition_key!r} has no accepted, embedded image: see "
             "collection_images for each image's status and reason"
         )
-    features = concat_frames(image_features)
+    pieces = [
+        frame.assign(_partition=key, _position=np.arange(len(frame)))
+        for key, frame in sorted(image_features.items())
+        if len(frame)
+    ]
+    features = pd.concat(pieces, ignore_index=True)
     embedded = features[features["status"] == "ok"].drop(columns=["status", "error"])
     # width and height come from fastdup's statistics (the source's agree).
     matrix = accepted.merge(embedded, on="image_id", how="inner", validate="one_to_one")
+    if matrix.empty:
+        raise dg.Failure(
+            f"collection {context.partition_key!r}: fastdup embedded none of its accepted "
+            "images: see image_features for each image's error"
+        )
     matrix = matrix.sort_values(["sequence_id", "sequence_index"], ignore_index=True)
+    embeddings = _gather_embeddings(context.resources.io_manager, matrix)
+    matrix = matrix.drop(columns=["_partition", "_position"])
+    matrix.insert(RAW_KEEP.index("lng") + 1, "embedding", embedding_column(embeddings))
     return frame_output(
         matrix,
         images=len(matrix),
-        embedding_dim=len(matrix["embedding"].iloc[0]),
+        embedding_dim=embeddings.shape[1],
+        embedding_storage=f"fixed_size_list<float32>[{embeddings.shape[1]}]",
     )
+
+
+def _gather_embeddings(io_manager, matrix: Frame):
+    """The embedding of every row of `matrix` (columns _partition, _position: where the row
+    sits in image_features), copied file by file into one preallocated float32 matrix: the
+    step never holds the sequences' embeddings and the collection's matrix at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from imgrank_dagster.lib.parquet import read_matrix_rows
+
+    positions = matrix["_position"].to_numpy()
+    groups = list(matrix.groupby("_partition", sort=True).indices.items())
+
+    def read(group):
+        key, rows = group
+        path = io_manager.partition_path(IMAGE_FEATURES.to_user_string(), key)
+        return rows, read_matrix_rows(path, "embedding", positions[rows])
+
+    first_rows, first = read(groups[0])
+    embeddings = np.empty((len(matrix), first.shape[1]), dtype=np.float32)
+    embeddings[first_rows] = first
+    with ThreadPoolExecutor(max_workers=EMBEDDING_READERS) as pool:
+        for rows, block in pool.map(read, groups[1:]):
+            embeddings[rows] = block
+    return embeddings

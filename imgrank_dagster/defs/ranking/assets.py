@@ -1,6 +1,7 @@
 """The ranking, one asset per stage; every computation lives in imgrank_dagster.core.ranking.
 
-Label-independent: cluster_assignments, similar_pairs, neighbour_graph, image_base_scores.
+Label-independent: cluster_assignments, neighbour_graph (the collection's one FAISS
+nearest-neighbour search), similar_pairs and image_base_scores (both read the graph).
 Label-dependent (re-run by the labels sensor): cluster_metrics, image_scores, labeling_priority.
 """
 
@@ -22,8 +23,14 @@ FEATURE_CONTEXT_COLUMNS = [
     *["image_id", "sequence_id", "path", "captured_at", "lat", "lng"],
     *["blur", "brightness", "min_value", "max_value"],
 ]
-# What a re-rank reads of the graph: positions, not the ids kept for people.
+# What a re-rank reads of the graph (the coverage rows), and what the study's stages read
+# (the embedding-only neighbours): see core.ranking.neighbours.
 NEIGHBOUR_GRAPH_COLUMNS = ["image_id", "neighbour_rows", "distances", "content_distances", "method"]
+NEAREST_NEIGHBOUR_COLUMNS = ["image_id", "nearest_rows", "nearest_similarities", "method"]
+# What the graph reads of the feature matrix: the embeddings and where each frame was taken.
+GRAPH_FEATURE_COLUMNS = [
+    *["image_id", "sequence_id", "sequence_index", "captured_at", "lat", "lng", "embedding"]
+]
 # The UI's metadata key for each clustering plot.
 CLUSTERING_PLOT_KEYS = {
     "Elbow: KMeans inertia per k": "elbow_curve",
@@ -44,10 +51,12 @@ def ranking_asset(description: str, code_version: str = "1", **kwargs: Any) -> A
 
 
 @ranking_asset(
-    "KMeans over the feature matrix; k fixed or chosen by elbow then silhouette. Per image: "
-    "cluster, distance to its centroid, silhouette. How k was chosen (inertia and silhouette "
-    "per k, notes) is stored with the file as its attrs['clustering'].",
-    code_version="2",  # 2: the clustering diagnostics travel with the file
+    "KMeans over the feature matrix; k fixed or chosen by elbow then silhouette over a range "
+    "that grows with the collection (FAISS k-means for large ones). Per image: cluster, "
+    "distance to its centroid, silhouette. How k was chosen (inertia and silhouette per k, "
+    "notes) is stored with the file as its attrs['clustering'].",
+    code_version="3",  # 3: the k range from the collection's size; FAISS k-means above 10,000
+    ins={"feature_matrix": columns_of("feature_matrix", ["image_id", "embedding"])},
 )
 def cluster_assignments(
     context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: Frame
@@ -76,25 +85,42 @@ def cluster_assignments(
 
 
 @ranking_asset(
-    "fastdup's similar pairs over the whole collection (similarity at or above the "
-    "collection's threshold).",
+    "Near-duplicate pairs over the whole collection, with fastdup's definition (each image's "
+    "2 nearest neighbours, similarity at or above the collection's threshold), read from the "
+    "neighbour graph.",
+    code_version="2",  # 2: from the neighbour graph instead of a fastdup run
+    ins={"neighbour_graph": columns_of("neighbour_graph", NEAREST_NEIGHBOUR_COLUMNS, attrs=True)},
 )
 def similar_pairs(
-    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: Frame
+    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, neighbour_graph: Frame
 ) -> dg.Output[Frame]:
-    from imgrank_dagster.core.features.embeddings import embedding_matrix
     from imgrank_dagster.core.ranking import study
+    from imgrank_dagster.core.ranking.neighbours import nearest_from_frame
 
     settings = imgrank.collection(context.partition_key).scoring
     pairs = study.collection_similar_pairs(
-        feature_matrix, embedding_matrix(feature_matrix), **settings.similar_pairs_params
+        neighbour_graph["image_id"].tolist(),
+        nearest_from_frame(neighbour_graph),
+        **settings.similar_pairs_params,
     )
-    return frame_output(pairs, threshold=settings.similarity_threshold)
+    return frame_output(
+        pairs,
+        threshold=settings.similarity_threshold,
+        nearest_neighbors_k=settings.nearest_neighbors_k,
+    )
 
 
 @ranking_asset(
-    "Label-independent score components: uniqueness within the cluster, near-duplicate "
-    "punishment, fastdup outlier distance, normalised blur and brightness.",
+    "Label-independent score components: uniqueness within the cluster (FiftyOne's), "
+    "near-duplicate punishment, outlier distance within the cluster (fastdup's definition, "
+    "from the neighbour graph), normalised blur and brightness.",
+    code_version="2",  # 2: outliers from the neighbour graph, uniqueness neighbours by FAISS
+    ins={
+        "feature_matrix": columns_of(
+            "feature_matrix", ["image_id", "embedding", "blur", "brightness"]
+        ),
+        "neighbour_graph": columns_of("neighbour_graph", NEAREST_NEIGHBOUR_COLUMNS, attrs=True),
+    },
 )
 def image_base_scores(
     context: dg.AssetExecutionContext,
@@ -102,16 +128,25 @@ def image_base_scores(
     feature_matrix: Frame,
     cluster_assignments: Frame,
     similar_pairs: Frame,
+    neighbour_graph: Frame,
 ) -> dg.Output[Frame]:
     from imgrank_dagster.core.features.embeddings import embedding_matrix
     from imgrank_dagster.core.ranking import study
+    from imgrank_dagster.core.ranking.neighbours import nearest_from_frame
 
+    if not neighbour_graph["image_id"].equals(feature_matrix["image_id"]):
+        raise dg.Failure(
+            f"collection {context.partition_key!r}: the neighbour graph's rows are not the "
+            "feature matrix's: materialize neighbour_graph again"
+        )
     settings = imgrank.collection(context.partition_key).scoring
     base = study.base_scores(
         feature_matrix,
         embedding_matrix(feature_matrix),
         cluster_assignments,
         similar_pairs,
+        neighbours=nearest_from_frame(neighbour_graph),
+        seed=settings.seed,
         **settings.base_scores_params,
     )
     punished = int((base["uniqueness_punishment"] < 1).sum())
@@ -120,25 +155,56 @@ def image_base_scores(
         duplicate_groups=int(base.loc[base["duplicate_group"] >= 0, "duplicate_group"].nunique()),
         punished_images=punished,
         outliers=int((base["outlier_distance"] > 0).sum()),
+        uniqueness_search=dg.MetadataValue.json(base.attrs["uniqueness_search"]),
     )
 
 
 @ranking_asset(
-    "The k nearest neighbours of every image (cosine distance of the fastdup features; frames "
-    "of one sequence close in time and space count as near): built once per collection, "
-    "reused by every re-rank of the coverage strategy.",
-    code_version="2",  # 2: neighbour_rows, so a re-rank reads positions instead of ids
+    "The collection's nearest-neighbour graph, searched once with FAISS (exact up to 20,000 "
+    "images, an inverted-file index above, its recall against exact search measured on a "
+    "sample): each image's k nearest images by embedding (what the study's similar pairs and "
+    "outliers read) and the coverage strategy's rows, where frames of one sequence close in "
+    "time and space count as near. Reused by every re-rank.",
+    code_version="3",  # 3: FAISS; the embedding-only neighbours stored beside the coverage rows
+    ins={"feature_matrix": columns_of("feature_matrix", GRAPH_FEATURE_COLUMNS)},
 )
-def neighbour_graph(feature_matrix: Frame) -> dg.Output[Frame]:
+def neighbour_graph(
+    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: Frame
+) -> dg.Output[Frame]:
     from imgrank_dagster.core.features.embeddings import embedding_matrix
-    from imgrank_dagster.core.ranking.neighbours import build_neighbour_graph
+    from imgrank_dagster.core.ranking.index import DEFAULT_EXACT_LIMIT, faiss_threads
+    from imgrank_dagster.core.ranking.neighbours import DEFAULT_K, build_neighbour_graph
 
+    settings = imgrank.collection(context.partition_key).scoring
     graph = build_neighbour_graph(
         embedding_matrix(feature_matrix),
+        k=max(DEFAULT_K, settings.nearest_neighbors_k),
         image_ids=feature_matrix["image_id"].tolist(),
-        places=feature_matrix,
+        places=feature_matrix.drop(columns=["embedding"]),
+        seed=settings.seed,
     )
-    return frame_output(graph.to_frame(), k=graph.k, method=graph.method)
+    search = graph.nearest
+    frame = graph.to_frame()
+    frame.attrs["neighbours"] = {"recall": search.recall, "details": search.details}
+    recall = dg.MetadataValue.float(search.recall) if search.recall is not None else "exact"
+    return frame_output(
+        frame,
+        k=graph.k,
+        method=graph.method,
+        exact_limit=DEFAULT_EXACT_LIMIT,
+        recall_at_k=recall,
+        search=dg.MetadataValue.json(_rounded(search.details)),
+        faiss_threads=faiss_threads(),
+    )
+
+
+def _rounded(value: Any) -> Any:
+    """Floats rounded to 3 digits, for metadata people read."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value
 
 
 @ranking_asset(
