@@ -293,7 +293,7 @@ def test_weights_turn_the_soft_ranking_and_say_why():
     assert first["reason"].endswith("; near the example img/0050")
     # The weights re-order, never drop: the same images, each once.
     assert sorted(weighted["image_id"]) == sorted(plain["image_id"])
-    with pytest.raises(ValueError, match="finite and not negative.*img/0001"):
+    with pytest.raises(ValueError, match=r"finite and not negative.*img/0001"):
         rank_by_coverage(graph, weights=pd.Series([-1.0], index=["img/0001"]))
     with pytest.raises(ValueError, match="objective"):
         rank_by_coverage(graph, objective="hard")

@@ -46,6 +46,22 @@ def class_uncertainty(
 
     None when fewer than MIN_CLASSES classes are labelled (pure coverage then).
     """
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: the probe's matrices are small, and threads waiting for each other made
+    # it 40 times slower on a busy 2-core machine (5.5 s instead of 0.13 s at 11,000 images).
+    with threadpool_limits(limits=1):
+        return _fit(embeddings, labelled_rows, classes, seed=seed, max_iter=max_iter)
+
+
+def _fit(
+    embeddings: np.ndarray,
+    labelled_rows: np.ndarray,
+    classes: np.ndarray,
+    *,
+    seed: int,
+    max_iter: int,
+) -> ProbeResult | None:
     from sklearn.linear_model import LogisticRegression
 
     rows = np.asarray(labelled_rows, dtype=np.int64)

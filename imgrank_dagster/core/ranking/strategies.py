@@ -165,7 +165,7 @@ def _coverage(
     components = image_scores.drop(columns=["cluster", "labelled"]).rename(
         columns={"score": "study_score"}
     )
-    info = features[["image_id", *scores.IMAGE_INFO_COLUMNS]]
+    info = features[["image_id", *[c for c in scores.IMAGE_INFO_COLUMNS if c in features]]]
     groups = cluster_metrics.set_index("cluster")["priority_group"]
     ranking = ranked.merge(components, on="image_id", how="left", validate="one_to_one").merge(
         info, on="image_id", how="left", validate="one_to_one"
