@@ -1,4 +1,4 @@
-"""Ranking quality on real images: random order vs the study's formula vs coverage.
+"""Ranking quality on real images: random order, the study's formula, the coverage strategy.
 
 Data: the German Traffic Sign Recognition Benchmark (../shared/datasets/gtsrb; skipped with a
 message when absent). Every track is ~30 frames of one physical sign filmed from a moving
@@ -12,11 +12,15 @@ location). Each method ranks the rest of the pool; for every budget B the top B 
 the labelled set and we measure
 - probe accuracy: a logistic-regression probe on the fastdup features (standardised), trained
   on labelled + top B, accuracy on the test tracks;
+- classes covered: share of the pool's classes present in labelled + top B;
 - fresh-track rate: share of the top B from a track with no labelled frame and no earlier pick;
 - near-duplicate rate: share of the top B with cosine similarity >= 0.95 to a labelled image
   or an earlier pick.
-Methods: random order; the study's formula (`core.ranking.study.run_study`); coverage
-(`build_neighbour_graph` + `rank_by_coverage`). No constant of either strategy is set here.
+Methods: random order; the study's formula (`core.ranking.study.run_study`); the coverage
+strategy through `core.ranking.strategies.rank` as the pipeline calls it, with the earlier
+hard-radius objective ("radius"), soft coverage without classes ("soft"), and soft coverage
+given the labelled images' classes ("soft+classes": the class probe's weighting). No
+constant of any strategy is set here.
 
 fastdup features of a fixed superset of tracks are extracted once with the real fastdup on
 the image files and cached outside the repository (IMGRANK_CACHE, default
@@ -42,7 +46,7 @@ import pandas as pd
 
 import imgrank_dagster  # noqa: F401  (sets the fastdup environment before fastdup is imported)
 from imgrank_dagster.core.config import ScoringSettings
-from imgrank_dagster.core.ranking.coverage import rank_by_coverage
+from imgrank_dagster.core.ranking import strategies
 from imgrank_dagster.core.ranking.neighbours import build_neighbour_graph
 from imgrank_dagster.core.ranking.study import run_study
 
@@ -53,7 +57,9 @@ SUPERSET_TRACKS = 400
 SUPERSET_SEED = 2012
 LABELLED_SHARE = 0.05
 NEAR_DUPLICATE_SIMILARITY = 0.95
-METHODS = ("random", "study", "coverage")
+METHODS = ("random", "study", "radius", "soft", "soft+classes")
+# What the strategy's coverage methods are compared with in the paired differences.
+BASELINES = ("random", "radius")
 SCENARIOS = ("random", "biased")
 
 
@@ -72,8 +78,10 @@ QUICK = Plan(seeds=2, pool_tracks=100, test_tracks=80, budgets=(25, 100, 400))
 @dataclass
 class Timings:
     graph: list[float] = field(default_factory=list)
-    coverage: list[float] = field(default_factory=list)
     study: list[float] = field(default_factory=list)
+    radius: list[float] = field(default_factory=list)
+    soft: list[float] = field(default_factory=list)
+    soft_classes: list[float] = field(default_factory=list)
 
 
 def superset_labels(root: Path = GTSRB_ROOT) -> pd.DataFrame:
@@ -208,7 +216,9 @@ def run(plan: Plan) -> tuple[pd.DataFrame, Timings, dict]:
         pool_vectors, pool_tracks_arr = vectors[pool_rows], tracks_all[pool_rows]
         test_x, test_y = embeddings[test_rows], classes_all[test_rows]
         started = time.perf_counter()
-        graph = build_neighbour_graph(embeddings[pool_rows], image_ids=pool["image_id"].tolist())
+        pool_embeddings = embeddings[pool_rows]
+        graph = build_neighbour_graph(pool_embeddings, image_ids=pool["image_id"].tolist())
+        graph_frame = graph.to_frame()
         timings.graph.append(time.perf_counter() - started)
         position = {image_id: row for row, image_id in enumerate(pool["image_id"])}
         for scenario in SCENARIOS:
@@ -220,17 +230,33 @@ def run(plan: Plan) -> tuple[pd.DataFrame, Timings, dict]:
             unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
             orders = {"random": rng.permutation(unlabelled)}
             started = time.perf_counter()
-            study = run_study(pool, labelled_ids, **settings.model_dump()).ranking
+            study = run_study(pool, labelled_ids, **settings.model_dump())
             timings.study.append(time.perf_counter() - started)
-            orders["study"] = np.array([position[i] for i in study["image_id"]])
-            started = time.perf_counter()
-            coverage = rank_by_coverage(
-                graph,
-                labelled_ids,
-                quality=pool[["image_id", "blur", "brightness", "min_value", "max_value"]],
+            orders["study"] = np.array([position[i] for i in study.ranking["image_id"]])
+            classes = pd.Series(
+                pool["class_id"].astype(str).to_numpy()[labelled],
+                index=pool["image_id"].to_numpy()[labelled],
             )
-            timings.coverage.append(time.perf_counter() - started)
-            orders["coverage"] = np.array([position[i] for i in coverage["image_id"]])
+            for method, timing, objective, with_classes in (
+                ("radius", timings.radius, "radius", False),
+                ("soft", timings.soft, "soft", False),
+                ("soft+classes", timings.soft_classes, "soft", True),
+            ):
+                started = time.perf_counter()
+                ranking = strategies.rank(
+                    "coverage",
+                    study.scores,
+                    study.cluster_metrics,
+                    pool,
+                    labelled_ids,
+                    neighbour_graph=graph_frame,
+                    objective=objective,
+                    classes=classes if with_classes else None,
+                    embeddings=pool_embeddings if with_classes else None,
+                    seed=seed,
+                )
+                timing.append(time.perf_counter() - started)
+                orders[method] = np.array([position[i] for i in ranking["image_id"]])
             pool_x, pool_y = embeddings[pool_rows], classes_all[pool_rows]
             for method, order in orders.items():
                 for budget in plan.budgets:
@@ -239,6 +265,7 @@ def run(plan: Plan) -> tuple[pd.DataFrame, Timings, dict]:
                     fresh, duplicates = pick_metrics(
                         order, labelled, pool_vectors, pool_tracks_arr, budget
                     )
+                    covered = len(np.unique(pool_y[train])) / len(np.unique(pool_y))
                     rows.append(
                         {
                             "seed": seed,
@@ -246,6 +273,7 @@ def run(plan: Plan) -> tuple[pd.DataFrame, Timings, dict]:
                             "method": method,
                             "budget": budget,
                             "accuracy": accuracy,
+                            "classes_covered": covered,
                             "fresh_track": fresh,
                             "near_duplicate": duplicates,
                         }
@@ -274,41 +302,41 @@ def report(results: pd.DataFrame, timings: Timings, sizes: dict, plan: Plan) -> 
     ]
     for scenario in SCENARIOS:
         title = "uniformly random" if scenario == "random" else "biased to a few classes"
-        lines += ["", f"Scenario: labelled set {title}", ""]
-        header = "| B | " + " | ".join(f"probe {m}" for m in METHODS)
-        header += " | " + " | ".join(f"fresh {m}" for m in METHODS)
-        header += " | " + " | ".join(f"dup {m}" for m in METHODS) + " |"
-        lines += [header, "|" + "---|" * (1 + 3 * len(METHODS))]
         subset = results[results["scenario"] == scenario]
-        for budget in plan.budgets:
-            at = subset[subset["budget"] == budget]
-            cells = [str(budget)]
-            for metric, spread in (
-                ("accuracy", True),
-                ("fresh_track", False),
-                ("near_duplicate", False),
-            ):
-                cells += [_cell(at.loc[at["method"] == m, metric], spread) for m in METHODS]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Scenario: labelled set {title}"]
+        for metric, label, spread in (
+            ("accuracy", "probe accuracy, mean ± std over seeds", True),
+            ("classes_covered", "classes covered (labelled + top B)", False),
+            ("near_duplicate", "near-duplicate rate of the top B", False),
+            ("fresh_track", "fresh-track rate of the top B", False),
+        ):
+            lines += ["", f"{label}:", "", "| B | " + " | ".join(METHODS) + " |"]
+            lines.append("|" + "---|" * (1 + len(METHODS)))
+            for budget in plan.budgets:
+                at = subset[subset["budget"] == budget]
+                cells = [_cell(at.loc[at["method"] == m, metric], spread) for m in METHODS]
+                lines.append(f"| {budget} | " + " | ".join(cells) + " |")
+        pairs = [(m, b) for m in ("soft", "soft+classes") for b in BASELINES]
         lines += [
             "",
-            "Paired probe-accuracy differences (coverage minus other, same seed), mean ± std:",
+            "Paired probe-accuracy differences (same seed), mean ± std:",
             "",
+            "| B | " + " | ".join(f"{m} - {b}" for m, b in pairs) + " |",
+            "|" + "---|" * (1 + len(pairs)),
         ]
-        lines += ["| B | coverage - random | coverage - study |", "|---|---|---|"]
         for budget in plan.budgets:
             at = subset[subset["budget"] == budget].pivot(
                 index="seed", columns="method", values="accuracy"
             )
-            lines.append(
-                f"| {budget} | {_cell(at['coverage'] - at['random'])} | "
-                f"{_cell(at['coverage'] - at['study'])} |"
-            )
+            cells = [_cell(at[m] - at[b]) for m, b in pairs]
+            lines.append(f"| {budget} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Time per pool (~{sizes['pool']} images): neighbour graph "
-        f"{np.mean(timings.graph):.2f} s, coverage selection {np.mean(timings.coverage):.2f} s; "
-        f"study (run_study) {np.mean(timings.study):.1f} s.",
+        f"{np.mean(timings.graph):.2f} s; strategies.rank: radius {np.mean(timings.radius):.2f} s, "
+        f"soft {np.mean(timings.soft):.2f} s, soft+classes {np.mean(timings.soft_classes):.2f} s"
+        f"; study (run_study) {np.mean(timings.study):.1f} s. Load average "
+        f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}.",
     ]
     return "\n".join(lines)
 

@@ -11,9 +11,11 @@ from upath import UPath
 
 from imgrank_dagster.core.ranking.coverage import (
     COVERAGE_RANKING_COLUMNS,
+    OBJECTIVES,
     coverage_radii,
     detect_defects,
     rank_by_coverage,
+    strictly_decreasing,
 )
 from imgrank_dagster.core.ranking.neighbours import (
     NeighbourGraph,
@@ -204,21 +206,97 @@ def test_neighbouring_frames_of_a_sequence_count_as_one_place():
 # -- coverage order ---------------------------------------------------------------------------
 
 
-def test_greedy_order_covers_the_most_first_and_outliers_late():
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_greedy_order_covers_the_most_first_and_outliers_late(objective: str):
     embeddings, labels = _clusters([30, 12, 5], seed=5)
     outliers = _unit(np.random.default_rng(6).standard_normal((3, 64)))
     embeddings = np.vstack([embeddings, outliers])
     labels = np.concatenate([labels, [-1, -1, -1]])
     ids = np.array(_ids(len(labels)))
-    ranking = rank_by_coverage(build_neighbour_graph(embeddings, image_ids=ids.tolist()))
+    graph = build_neighbour_graph(embeddings, image_ids=ids.tolist())
+    ranking = rank_by_coverage(graph, objective=objective)
     cluster_of = dict(zip(ids, labels, strict=True))
     ranked_clusters = ranking["image_id"].map(cluster_of).to_numpy()
     assert ranked_clusters[0] == 0
     first = {cluster: int(np.argmax(ranked_clusters == cluster)) for cluster in (0, 1, 2, -1)}
     assert first[0] < first[1] < first[2] < first[-1]
     stage_one = ranking[ranking["stage"] == 0]
-    assert (np.diff(stage_one["covers"].to_numpy()) <= 0).all()  # greedy: gains never grow
-    assert stage_one["covers"].iloc[0] > stage_one["covers"].iloc[-1]
+    if objective == "radius":  # the gain is the count of covered images
+        assert (np.diff(stage_one["covers"].to_numpy()) <= 0).all()  # greedy: never grows
+        assert stage_one["covers"].iloc[0] > stage_one["covers"].iloc[-1]
+    assert ranking.attrs["coverage"]["objective"] == objective
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_score_decreases_strictly_with_rank(objective: str):
+    """Sorting the export by score gives the ranking's order, held back and defects too."""
+    embeddings, _ = _clusters([25, 25, 10], seed=21, spread=0.3)
+    copies = np.repeat(embeddings[:5], 4, axis=0) + 1e-4  # near-copies: held back
+    embeddings = _unit(np.vstack([embeddings, copies]))
+    ids = _ids(len(embeddings))
+    quality = pd.DataFrame(
+        {"image_id": ids, "brightness": 120.0, "blur": 300.0, "min_value": 0.0, "max_value": 255.0}
+    )
+    quality.loc[3, ["brightness", "max_value"]] = [2.0, 8.0]  # a black frame: a defect
+    graph = build_neighbour_graph(embeddings, image_ids=ids)
+    ranking = rank_by_coverage(graph, ids[10:12], quality=quality, objective=objective)
+    assert set(ranking["region"]) == {"coverage", "held back", "defect"}
+    assert (np.diff(ranking["score"].to_numpy()) < 0).all()
+    assert ranking["score"].iloc[0] == pytest.approx(1.0)
+    assert (ranking["score"] > 0).all()
+    resorted = ranking.sort_values("score", ascending=False, kind="stable")
+    assert resorted["rank"].tolist() == ranking["rank"].tolist()
+
+
+def test_strictly_decreasing_changes_only_ties_and_rises():
+    values = np.array([5.0, 3.0, 3.0, 4.0, 1.0, 0.0, 0.0])
+    result = strictly_decreasing(values)
+    assert (np.diff(result) < 0).all()
+    np.testing.assert_allclose(result[[0, 1, 4]], values[[0, 1, 4]])
+    assert result[2] == pytest.approx(3.0, rel=1e-5) and result[3] < result[2]
+
+
+def test_soft_coverage_counts_a_group_of_near_copies_about_as_one_image():
+    """Twelve copies of one frame do not make its small cluster the densest region."""
+    embeddings, labels = _clusters([25, 20, 10], seed=22, spread=0.3)
+    plain = rank_by_coverage(build_neighbour_graph(embeddings, image_ids=_ids(len(labels))))
+    plain_firsts = plain["image_id"].map(dict(zip(_ids(len(labels)), labels, strict=True)))
+    rng = np.random.default_rng(22)
+    source = int(np.flatnonzero(labels == 2)[0])
+    copies = embeddings[source] + rng.standard_normal((12, embeddings.shape[1])) * 1e-3
+    embeddings = _unit(np.vstack([embeddings, copies]))
+    labels = np.concatenate([labels, np.full(12, 2)])
+    ids = np.array(_ids(len(labels)))
+    ranking = rank_by_coverage(build_neighbour_graph(embeddings, image_ids=ids.tolist()))
+    cluster_of = dict(zip(ids, labels, strict=True))
+    first_picks = ranking["image_id"].map(cluster_of).drop_duplicates().tolist()
+    # Counted one by one, the copies would pull cluster 2 forward.
+    assert first_picks.index(2) >= plain_firsts.drop_duplicates().tolist().index(2)
+    assert first_picks[0] != 2
+    copy_ids = set(ids[-12:]) | {ids[source]}
+    ranked_copies = ranking[ranking["image_id"].isin(copy_ids)]
+    assert (ranked_copies["region"] == "coverage").sum() == 1  # the rest are held back
+
+
+def test_weights_turn_the_soft_ranking_and_say_why():
+    embeddings, labels = _clusters([20, 20, 20], seed=23, spread=0.3)
+    ids = np.array(_ids(60))
+    graph = build_neighbour_graph(embeddings, image_ids=ids.tolist())
+    plain = rank_by_coverage(graph)
+    weights = pd.Series(np.where(labels == 2, 1.0, 0.05), index=ids)
+    notes = pd.Series("near the example img/0050", index=ids[labels == 2])
+    weighted = rank_by_coverage(graph, weights=weights, weight_reasons=notes)
+    cluster_of = dict(zip(ids, labels, strict=True))
+    assert cluster_of[weighted["image_id"].iloc[0]] == 2
+    assert plain["image_id"].tolist() != weighted["image_id"].tolist()
+    first = weighted.iloc[0]
+    assert first["reason"].endswith("; near the example img/0050")
+    # The weights re-order, never drop: the same images, each once.
+    assert sorted(weighted["image_id"]) == sorted(plain["image_id"])
+    with pytest.raises(ValueError, match=r"finite and not negative.*img/0001"):
+        rank_by_coverage(graph, weights=pd.Series([-1.0], index=["img/0001"]))
+    with pytest.raises(ValueError, match="objective"):
+        rank_by_coverage(graph, objective="hard")
 
 
 def test_images_near_labelled_ones_come_after_uncovered_ones():
@@ -338,20 +416,28 @@ def test_ranking_is_deterministic():
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_every_row_says_why():
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_row_says_why(objective: str):
     embeddings, labels = _clusters([20, 15, 10], seed=14, spread=0.3)
     ids = np.array(_ids(45))
     clusters = pd.DataFrame({"image_id": ids, "cluster": labels})
     graph = build_neighbour_graph(embeddings, image_ids=ids.tolist())
     subset = ids[:40].tolist()  # rank only some images
-    ranking = rank_by_coverage(graph, [ids[0]], image_ids=subset, clusters=clusters)
+    ranking = rank_by_coverage(
+        graph, [ids[0]], image_ids=subset, clusters=clusters, objective=objective
+    )
     assert list(ranking.columns) == COVERAGE_RANKING_COLUMNS
     assert ranking["rank"].tolist() == list(range(1, 40))
     assert set(ranking["image_id"]) == set(subset) - {ids[0]}
     assert (ranking["reason"].str.len() > 0).all()
     coverage = ranking[ranking["region"] == "coverage"]
     assert (coverage["covers"] >= 1).all()
-    assert coverage["reason"].str.match(r"covers \d+ uncovered image").all()
+    said = {
+        "radius": r"covers \d+ uncovered images? \(radius [\d.]+, stage \d+ of \d+\)",
+        "soft": r"adds [\d.]+% of the first pick's coverage: brings \d+ images? close to a pick "
+        r"\(radius [\d.]+, stage \d+ of \d+\)",
+    }[objective]
+    assert coverage["reason"].str.match(said).all()
     assert (ranking.loc[ranking["region"] != "coverage", "held_back_reason"] != "").all()
     # Clusters 1 and 2 have no labels: exactly their first ranked image opens them.
     opened = ranking[ranking["opens_unlabelled_cluster"]]

@@ -301,3 +301,31 @@ def test_a_ranking_that_lands_while_a_refresh_runs_is_refreshed_again(
     assert refresh_result["run"].success
     evaluation = conditions(evaluation.cursor)
     assert "city" in evaluation.get_requested_partitions(dg.AssetKey("ranking_report"))
+
+
+def test_labels_with_two_classes_turn_the_coverage_ranking(fresh_pipeline) -> None:
+    """A label column with two classes: the label-change run trains the class probe, records
+    its cross-validated accuracy and names the classes in the picks' reasons."""
+    pipeline = fresh_pipeline
+    before = pipeline.read("labeling_priority", "town")
+    labelled = sorted(labels_of(pipeline, "town") + before["image_id"].head(6).tolist())
+    _, cursor = evaluate(pipeline, None)
+    classes = ["car" if row % 2 else "sign" for row in range(len(labelled))]
+    pd.DataFrame({"image_id": labelled, "label": classes}).to_csv(
+        labels_file(pipeline, "town"), index=False
+    )
+    result, _ = evaluate(pipeline, cursor)
+    assert len(result.run_requests) == 1
+    execute(pipeline, result.run_requests[0])
+
+    event = pipeline.instance.get_latest_materialization_event(
+        dg.AssetKey("labeling_priority")
+    ).asset_materialization
+    assert event.partition == "town"
+    probe = event.metadata["class_probe"].value
+    assert probe["classes"] == ["car", "sign"] and probe["trained_on"] == len(labelled)
+    assert 0.0 <= event.metadata["class_probe_cv_accuracy"].value <= 1.0
+    after = pipeline.read("labeling_priority", "town")
+    coverage = after[after["region"] == "coverage"]
+    assert coverage["reason"].str.contains(r"class probe: (car|sign) or (car|sign)\?").all()
+    assert (after["score"].diff().dropna() < 0).all()

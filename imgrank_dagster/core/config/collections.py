@@ -218,6 +218,16 @@ class AnnotationSettings(_Strict):
         return self
 
 
+class CoverageSettings(_Strict):
+    """The coverage strategy's choices (core.ranking.coverage, core.ranking.probe)."""
+
+    # "soft" beat "radius" on real photos (README "Ranking quality"); "radius" is kept to
+    # compare.
+    objective: Literal["soft", "radius"] = "soft"
+    # With at least two labelled classes, weight coverage by a class probe's uncertainty.
+    use_classes: bool = True
+
+
 class Collection(_Strict):
     name: str
     source: Source
@@ -225,6 +235,7 @@ class Collection(_Strict):
     # "coverage" beat the study's formula on real images (README, benchmarks/ranking_quality.py).
     strategy: Strategy = "coverage"
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    coverage: CoverageSettings = Field(default_factory=CoverageSettings)
     # The annotation tool the next batch goes to; None: labels arrive as files only.
     annotation: AnnotationSettings | None = None
     # A labels change that removes more than half of the labelled images is held until it is

@@ -1,34 +1,48 @@
 """The "coverage" ranking strategy: label where the most still-uncovered images are.
 
-Work on labelling under a small budget (ProbCover, TypiClust) agrees on three rules: spend
-each label where it covers the most unlabelled images that nothing labelled covers yet,
-prefer typical images over outliers, and never spend two labels on near-copies. This module
-turns them into a greedy selection order over a `NeighbourGraph` (computed once per
-collection; only this selection re-runs when labels change):
+Work on labelling under a small budget (ProbCover, TypiClust, MaxHerding) agrees on three
+rules: spend each label where it covers the most unlabelled images that nothing labelled
+covers yet, prefer typical images over outliers, and never spend two labels on near-copies.
+This module turns them into a greedy selection order over a `NeighbourGraph` (computed once
+per collection; only this selection re-runs when labels change):
 
 1. Radii from the data. Stage m uses the radius r_m = median content distance from an image
    to its m-th nearest neighbour, for m = k, k/2, k/4, ..., 1: a ball at stage m holds about
    m images around a typical image. No distance is hand-set, so rescaling every distance
-   leaves the order unchanged. Balls are measured on the graph's effective distances (place
-   mixing included); an image's ball only holds images that are graph neighbours either way.
-2. Greedy coverage per stage, coarse to fine. An image is covered at a stage when a labelled
-   or already picked image lies within the stage's radius. Among uncovered images the next
-   pick is the one whose ball holds the most uncovered images (ties: the most typical, i.e.
-   the smallest mean content distance to its k neighbours, then the lower row). Each pick
-   updates what is covered before the next is chosen (lazy greedy: coverage is submodular,
-   so a stale heap entry is only ever an over-estimate). Dense neighbourhoods come first and
-   outliers (balls of one) late. When every image is covered the next, finer stage starts.
+   leaves the order unchanged. Distances are the graph's effective distances (place mixing
+   included); an image's neighbourhood only holds images that are graph neighbours either way.
+2. Greedy coverage per stage, coarse to fine, with one of two objectives:
+   - "soft" (the default; facility location / kernel herding, as in MaxHerding, Bae et al.
+     2024): an image i is covered to the degree cover[i] = max over chosen (labelled or
+     picked) images c of K(i, c) = exp(-d(i, c)^2 / (2 h^2)), 1 for a chosen image itself;
+     the kernel width h is the median distance to the 5th nearest neighbour
+     (`soft_coverage_bandwidth`). A pick's gain is sum_i w_i * (K(i, pick) - cover[i])^+ over
+     itself and its neighbours, so typical images (many close neighbours) gain most and the
+     labelled images already cover their neighbourhoods. The weight w_i is 1 / (1 + the
+     image's near-copies, within r_1): a group of near-copies counts about as much as one
+     image, so a clump of identical frames does not pass for a dense region. An optional
+     per-image weight (`weights`: a classifier's uncertainty, a focus) multiplies it. At stage
+     m a pick must lie farther than r_m from everything chosen, so the first picks spread
+     over the collection, as the radius stages do; within a stage the soft gain orders them.
+   - "radius" (the earlier objective, kept for comparison): an image is covered at a stage
+     when a labelled or already picked image lies within the stage's radius; the next pick
+     is the one whose ball holds the most uncovered images (ties: the most typical, i.e. the
+     smallest mean content distance to its k neighbours, then the lower row).
+   Both are submodular, so the greedy is lazy: a stale heap entry is only ever an
+   over-estimate. When no image is left at a stage the next, finer stage starts.
 3. Held back. The finest radius r_1 (median nearest-neighbour distance) is the near-duplicate
    distance: an image within it of a labelled or picked image is a near-copy, or, through the
    graph's place mixing, a frame of the same place in its sequence. The coverage stages never
-   pick such an image (it is covered at every stage), so no group or place gets a second
-   image before every one has had its first. Held-back images follow the coverage picks,
-   farthest from everything chosen first.
+   pick such an image, so no group or place gets a second image before every one has had its
+   first. Held-back images follow the coverage picks, farthest from everything chosen first.
 4. Defects. Black, very dark, overexposed and very blurred frames (`detect_defects`, limits
    from the collection's own statistics plus absolute limits for black and white frames)
    take no part in coverage and form the last region.
 
-Regions, in rank order: "coverage", "held back", "defect".
+Regions, in rank order: "coverage", "held back", "defect". The score is what a pick added to
+the objective when it was picked, relative to the first pick, made strictly decreasing with
+rank (held-back and defect rows continue below the last pick), so sorting by score gives the
+ranking's order.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -43,6 +58,11 @@ import pandas as pd
 from imgrank_dagster.core.ranking.neighbours import NeighbourGraph
 
 REGIONS = ("coverage", "held back", "defect")
+Objective = Literal["radius", "soft"]
+OBJECTIVES: tuple[Objective, ...] = ("soft", "radius")
+# Soft coverage's kernel width: the median distance to this neighbour (MaxHerding's choice of
+# a width about the size of a small neighbourhood; see soft_coverage_bandwidth).
+SOFT_BANDWIDTH_RANK = 5
 # The columns rank_by_coverage returns (strategies.RANKING_COLUMNS is the ranking asset's).
 COVERAGE_RANKING_COLUMNS = [
     "rank",
@@ -253,14 +273,16 @@ class _Selection:
         self.regions: list[str] = []
         self.covers: list[int] = []
         self.stages: list[int] = []
+        self.gains: list[float] = []  # what each pick added to the objective (0: not a gain pick)
         # Python ints: the greedy loops index them one image at a time.
         self.starts: list[int] = adjacency.starts.tolist()
 
-    def choose(self, image: int, region: str, covers: int, stage: int) -> None:
+    def choose(self, image: int, region: str, covers: int, stage: int, gain: float = 0.0) -> None:
         self.images.append(image)
         self.regions.append(region)
         self.covers.append(covers)
         self.stages.append(stage)
+        self.gains.append(gain)
         self.chosen[image] = True
 
     def coverage_stage(self, stage: int, radius: float, typical: np.ndarray) -> None:
@@ -293,7 +315,64 @@ class _Selection:
                 continue
             open_targets[ball] = False
             open_targets[image] = False
-            self.choose(image, "coverage", gain, stage)
+            self.choose(image, "coverage", gain, stage, float(gain))
+
+    def soft_stage(
+        self,
+        kernel: np.ndarray,
+        weight: np.ndarray,
+        near_duplicate: float,
+        typical: np.ndarray,
+        stage: int = 0,
+    ) -> None:
+        """Greedy soft coverage (facility location, kernel herding) over the targets.
+
+        Each image i is covered to the degree cover[i] = the largest kernel value to a chosen
+        (labelled or picked) image among its neighbours, 1 for itself. A pick's gain is the
+        weighted rise of every cover it lifts: sum_i weight[i] * max(0, k(i, pick) -
+        cover[i]). The function is submodular, so a stale heap entry only over-estimates
+        (lazy greedy). An image within the near-duplicate distance of a chosen image is never
+        picked here (it is held back).
+        """
+        adjacency = self.adjacency
+        n = len(self.targets)
+        rows, columns = adjacency.rows, adjacency.columns
+        cover = np.where(self.chosen, 1.0, 0.0)
+        chosen_entries = self.chosen[columns]
+        np.maximum.at(cover, rows[chosen_entries], kernel[chosen_entries])
+        near = adjacency.distances <= near_duplicate
+        open_targets = self.targets & ~self.chosen
+        open_targets[rows[near & chosen_entries]] = False
+        lift = weight[columns] * np.maximum(kernel - cover[columns], 0.0)
+        gains = weight * (1.0 - cover) + np.bincount(rows, weights=lift, minlength=n)
+        candidates = np.flatnonzero(open_targets)
+        heap = list(
+            zip(
+                (-gains[candidates]).tolist(),
+                (-typical[candidates]).tolist(),
+                candidates.tolist(),
+                strict=True,
+            )
+        )
+        heapq.heapify(heap)
+        while heap:
+            negative_gain, negative_typical, image = heapq.heappop(heap)
+            if not open_targets[image]:
+                continue
+            start, stop = self.starts[image], self.starts[image + 1]
+            neighbours = columns[start:stop]
+            rise = np.maximum(kernel[start:stop] - cover[neighbours], 0.0)
+            gain = float(weight[image] * (1.0 - cover[image]) + weight[neighbours] @ rise)
+            if gain < -negative_gain * (1 - 1e-12) - 1e-15:  # stale: others may now beat it
+                heapq.heappush(heap, (-gain, negative_typical, image))
+                continue
+            covers = int(np.count_nonzero(rise >= 0.5)) + 1
+            cover[image] = 1.0
+            np.maximum(cover[neighbours], kernel[start:stop], out=rise)
+            cover[neighbours] = rise
+            open_targets[image] = False
+            open_targets[neighbours[adjacency.distances[start:stop] <= near_duplicate]] = False
+            self.choose(image, "coverage", covers, stage, gain)
 
     def nearest_distance(self, image: int) -> float:
         """Effective distance to the nearest chosen image among its neighbours (inf: none)."""
@@ -343,6 +422,14 @@ def _first_entries(adjacency: _Adjacency, marked: np.ndarray) -> np.ndarray:
     return first
 
 
+def soft_coverage_bandwidth(graph: NeighbourGraph) -> float:
+    """The kernel width of soft coverage, from the collection's own neighbour distances: the
+    median content distance to the SOFT_BANDWIDTH_RANK-th nearest neighbour."""
+    content = np.sort(graph.content_distances, axis=1)
+    column = min(SOFT_BANDWIDTH_RANK, graph.k) - 1
+    return max(float(np.median(content[:, column])), 1e-6)
+
+
 def rank_by_coverage(
     graph: NeighbourGraph,
     labelled_ids: Iterable[str] = (),
@@ -350,6 +437,10 @@ def rank_by_coverage(
     image_ids: Sequence[str] | None = None,
     quality: pd.DataFrame | None = None,
     clusters: pd.DataFrame | None = None,
+    objective: Objective = "soft",
+    weights: pd.Series | None = None,
+    weight_reasons: pd.Series | None = None,
+    bandwidth: float | None = None,
 ) -> pd.DataFrame:
     """Rank the unlabelled images of `image_ids` (default: every graph image) by coverage.
 
@@ -357,18 +448,30 @@ def rank_by_coverage(
     the collection no longer holds). quality: see `detect_defects` (rows for images outside
     the graph are ignored). clusters: image_id, cluster, to report whether a pick opens a
     cluster with no labels. Sequence information enters through the graph (its `places`).
+    objective: "soft" (greedy soft coverage with a Gaussian kernel of width `bandwidth`,
+    default `soft_coverage_bandwidth`) or "radius" (greedy max coverage at the derived radii);
+    see the module docstring. weights (soft only): image_id -> how much covering that image
+    is worth (e.g. a classifier's uncertainty), multiplying the near-copy weight; 1 where not
+    given. weight_reasons: image_id -> text that says why a coverage pick weighs what it does,
+    added to its reason.
 
     Returns one row per ranked image, COVERAGE_RANKING_COLUMNS:
-    rank (1..N); image_id; region ("coverage", "held back", "defect"); score (covers divided
-    by the largest covers, 0 outside the coverage region: rank is the order, score a gain to
-    read); covers (uncovered images the pick covered when it was picked, itself included);
-    stage (0 = coarsest radius, -1 outside coverage); radius (of the stage; the near-duplicate
-    distance for held-back rows); typicality; cluster (-1 without clusters);
+    rank (1..N); image_id; region ("coverage", "held back", "defect"); score (what the pick
+    added when it was picked, relative to the first pick, strictly decreasing with rank; held
+    back and defect rows continue below the last coverage pick); covers (images the pick
+    brought near a chosen image, itself included); stage (0 = coarsest radius; -1 outside
+    coverage); radius (of the stage; the near-duplicate distance for held-back rows);
+    typicality; cluster (-1 without clusters);
     opens_unlabelled_cluster; nearest_chosen_id and nearest_chosen_similarity (nearest
     labelled or earlier-ranked image among its graph neighbours, cosine similarity; "" / NaN
     when none); held_back_reason (why a held-back or defect row is there, "" for coverage);
-    reason (readable text). attrs["coverage"] holds the derived radii.
+    reason (readable text). attrs["coverage"] holds the derived radii, the objective and
+    the kernel width.
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, got {objective!r}"
+        )
     n = graph.size
     lookup = pd.Index(graph.image_ids)  # id -> row, built once for every input
     labelled = np.zeros(n, dtype=bool)
@@ -404,8 +507,25 @@ def rank_by_coverage(
     radii = coverage_radii(graph)
     targets = rankable & ~defect
     selection = _Selection(adjacency, targets, labelled)
-    for stage, radius in enumerate(radii):
-        selection.coverage_stage(stage, radius, typical)
+    if objective == "radius":
+        for stage, radius in enumerate(radii):
+            selection.coverage_stage(stage, radius, typical)
+    else:
+        bandwidth = soft_coverage_bandwidth(graph) if bandwidth is None else float(bandwidth)
+        if not bandwidth > 0:
+            raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+        kernel = np.exp(-0.5 * (adjacency.distances.astype(np.float64) / bandwidth) ** 2)
+        # A group of near-copies is worth about one image (see the module docstring).
+        near_copies = np.bincount(
+            adjacency.rows[adjacency.distances <= radii[-1]], minlength=n
+        ).astype(np.float64)
+        worth = 1.0 / (1.0 + near_copies)
+        if weights is not None:
+            worth *= _weights_by_row(lookup, weights)
+        # Covering a labelled image, a defect or an image outside the ranking is worth nothing.
+        worth = np.where(targets, worth, 0.0)
+        for stage, radius in enumerate(radii):
+            selection.soft_stage(kernel, worth, float(radius), typical, stage)
     selection.held_back(targets & ~selection.chosen)
     nearest_entries = selection.nearest_chosen()
     # Defects last, most typical first; no nearest chosen image is reported for them.
@@ -415,15 +535,73 @@ def rank_by_coverage(
     nearest_entries = np.concatenate([nearest_entries, np.full(len(defect_rows), -1)])
 
     frame = _ranking_frame(
-        graph, selection, nearest_entries, radii, typical, cluster, labelled, defect_reason
+        graph,
+        selection,
+        nearest_entries,
+        radii,
+        typical,
+        cluster,
+        labelled,
+        defect_reason,
+        objective,
+        None if weight_reasons is None else _reasons_by_row(lookup, weight_reasons),
     )
     frame.attrs["coverage"] = {
+        "objective": objective,
         "radii": radii.tolist(),
         "near_duplicate_distance": float(radii[-1]),
+        "kernel_width": bandwidth if objective == "soft" else None,
         "labelled_in_graph": int(labelled.sum()),
         "defects": int(defect.sum()),
     }
     return frame
+
+
+def _weights_by_row(lookup: pd.Index, weights: pd.Series) -> np.ndarray:
+    """Per-row weights from an image_id -> weight series (1 for images it does not name)."""
+    given = pd.Series(weights, dtype=float)
+    values = given.to_numpy(dtype=float)
+    if not np.isfinite(values).all() or (values < 0).any():
+        bad = given[~np.isfinite(values) | (values < 0)].index[0]
+        raise ValueError(
+            f"weights must be finite and not negative; image {bad!r} has {given[bad]!r}"
+        )
+    rows = lookup.get_indexer(given.index.astype(str))
+    worth = np.ones(len(lookup))
+    worth[rows[rows >= 0]] = values[rows >= 0]
+    return worth
+
+
+def _reasons_by_row(lookup: pd.Index, reasons: pd.Series) -> np.ndarray:
+    texts = np.full(len(lookup), "", dtype=object)
+    rows = lookup.get_indexer(pd.Index(reasons.index).astype(str))
+    texts[rows[rows >= 0]] = reasons.astype(str).to_numpy(dtype=object)[rows >= 0]
+    return texts
+
+
+def _scores(gains: np.ndarray, is_coverage: np.ndarray) -> np.ndarray:
+    """Each pick's gain relative to the first pick's, strictly decreasing with rank; rows after
+    the coverage picks (held back, defects) continue evenly below the last pick's score."""
+    score = np.zeros(len(gains))
+    if is_coverage.any():
+        first = float(gains[is_coverage][0]) or 1.0
+        score[is_coverage] = strictly_decreasing(gains[is_coverage] / first)
+    rest = np.flatnonzero(~is_coverage)
+    if len(rest):
+        floor = float(score[is_coverage][-1]) if is_coverage.any() else 1.0
+        score[rest] = floor * (1 - np.arange(1, len(rest) + 1) / (len(rest) + 1))
+    return score
+
+
+def strictly_decreasing(values: np.ndarray) -> np.ndarray:
+    """values made strictly decreasing by the smallest steps: each at most a relative 1e-6
+    below the one before (ties keep their order; a gain above an earlier one is lowered)."""
+    result = np.asarray(values, dtype=np.float64).copy()
+    for row in range(1, len(result)):
+        limit = result[row - 1] * (1 - 1e-6) if result[row - 1] > 0 else result[row - 1] - 1e-12
+        if result[row] >= limit:
+            result[row] = limit
+    return result
 
 
 def _ranking_frame(
@@ -435,7 +613,10 @@ def _ranking_frame(
     cluster: np.ndarray | None,
     labelled: np.ndarray,
     defect_reason: np.ndarray,
+    objective: Objective,
+    weight_reasons: np.ndarray | None,
 ) -> pd.DataFrame:
+    """The ranking table; radii are the stage radii, the last the near-duplicate distance."""
     ids = graph.image_ids
     adjacency = selection.adjacency
     image = np.array(selection.images, dtype=np.int64)
@@ -451,7 +632,8 @@ def _ranking_frame(
     effective = np.full(len(image), np.inf)
     effective[has_nearest] = adjacency.distances[entries]
     is_coverage = region == "coverage"
-    max_covers = max(int(covers[is_coverage].max()) if is_coverage.any() else 1, 1)
+    gains = np.array(selection.gains, dtype=np.float64)
+    score = _scores(gains, is_coverage)
     near_duplicate = float(radii[-1])
     radius = np.where(stage >= 0, radii[np.maximum(stage, 0)], np.nan)
     radius[region == "held back"] = near_duplicate
@@ -485,6 +667,8 @@ def _ranking_frame(
     content_values, effective_values = (1.0 - similarity).tolist(), effective.tolist()
     held_back_reason = np.full(len(image), "", dtype=object)
     reason = np.empty(len(image), dtype=object)
+    score_values = score.tolist()
+    extra = [""] * len(image) if weight_reasons is None else weight_reasons[image].tolist()
     picks = zip(
         selection.regions,
         selection.covers,
@@ -505,10 +689,19 @@ def _ranking_frame(
                 if near
                 else "no labelled or picked image among its neighbours"
             )
-            reason[row] = (
-                f"covers {count} uncovered image{'s' if count != 1 else ''} "
-                f"{stage_texts[step]}{opens_text}; {nearest_text}"
-            )
+            if objective == "soft":
+                reason[row] = (
+                    f"adds {score_values[row]:.1%} of the first pick's coverage: brings "
+                    f"{count} image{'s' if count != 1 else ''} close to a pick "
+                    f"{stage_texts[step]}{opens_text}; {nearest_text}"
+                )
+            else:
+                reason[row] = (
+                    f"covers {count} uncovered image{'s' if count != 1 else ''} "
+                    f"{stage_texts[step]}{opens_text}; {nearest_text}"
+                )
+            if extra[row]:
+                reason[row] += f"; {extra[row]}"
         elif kind == "held back":
             same_place = (
                 bool(near) and content_values[row] > near_duplicate >= effective_values[row]
@@ -532,7 +725,7 @@ def _ranking_frame(
             "rank": np.arange(1, len(image) + 1, dtype=np.int64),
             "image_id": ids[image].astype(object),
             "region": region,
-            "score": np.where(is_coverage, covers / max_covers, 0.0),
+            "score": score,
             "covers": covers,
             "stage": stage,
             "radius": radius,

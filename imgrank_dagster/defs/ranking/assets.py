@@ -323,9 +323,12 @@ def _top_with_thumbnails(ranking: Frame, image_root: Path, count: int = 20) -> s
 @ranking_asset(
     "The ranked 'label this first' list of accepted unlabelled images, with a readable reason: "
     "by score region, cluster priority group and score (strategy 'study'), or a greedy "
-    "coverage order (strategy 'coverage'). Also exported as CSV.",
+    "coverage order (strategy 'coverage': soft coverage, turned by a class probe when two or "
+    "more classes are labelled). The score decreases strictly with rank. Also exported as CSV.",
+    code_version="2",  # 2: soft coverage, class probe, a score that sorts like the rank
     ins={
-        "feature_matrix": columns_of("feature_matrix", FEATURE_CONTEXT_COLUMNS),
+        # The embeddings feed the class probe when two or more classes are labelled.
+        "feature_matrix": columns_of("feature_matrix", [*FEATURE_CONTEXT_COLUMNS, "embedding"]),
         "neighbour_graph": columns_of("neighbour_graph", NEIGHBOUR_GRAPH_COLUMNS),
     },
     check_specs=[
@@ -342,6 +345,7 @@ def labeling_priority(
     feature_matrix: Frame,
     neighbour_graph: Frame,
 ):
+    from imgrank_dagster.core.features.embeddings import embedding_matrix
     from imgrank_dagster.core.files import write_csv_atomically
     from imgrank_dagster.core.ranking import strategies
     from imgrank_dagster.core.ranking.checks import ranking_problems
@@ -357,7 +361,14 @@ def labeling_priority(
         labelled,
         neighbour_graph=neighbour_graph,
         **collection.scoring.region_params,
+        objective=collection.coverage.objective,
+        classes=labeled_images.set_index("image_id")["class"]
+        if collection.coverage.use_classes
+        else None,
+        embeddings=embedding_matrix(feature_matrix) if collection.coverage.use_classes else None,
+        seed=collection.scoring.seed,
     )
+    probe = ranking.attrs.get("class_probe")
     problems = ranking_problems(ranking, set(feature_matrix["image_id"]), labelled)
     export = imgrank.exports_dir(collection.name) / RANKING_EXPORT_NAME
     if not any(problems.values()):
@@ -369,6 +380,11 @@ def labeling_priority(
         ranking,
         export=dg.MetadataValue.path(str(export)),
         strategy=collection.strategy,
+        coverage_objective=collection.coverage.objective,
+        class_probe=dg.MetadataValue.json(probe or {"used": False}),
+        class_probe_cv_accuracy=float("nan")
+        if probe is None or probe["cv_accuracy"] is None
+        else round(float(probe["cv_accuracy"]), 4),
         ranked_images=len(ranking),
         regions=dg.MetadataValue.json({k: int(v) for k, v in regions.items()}),
         top_20=_top_table(ranking),
