@@ -243,10 +243,17 @@ def _positions(lookup: pd.Index, ids: Iterable[str], what: str, strict: bool) ->
 class _Selection:
     """The greedy state shared by the stages: what is chosen (labelled or picked), in order."""
 
-    def __init__(self, adjacency: _Adjacency, targets: np.ndarray, labelled: np.ndarray):
+    def __init__(
+        self,
+        adjacency: _Adjacency,
+        targets: np.ndarray,
+        labelled: np.ndarray,
+        weights: np.ndarray | None = None,
+    ):
         self.adjacency = adjacency
         self.targets = targets  # rankable, non-defect, unlabelled
         self.labelled = labelled
+        self.weights = weights  # what covering each image is worth; None: 1 each
         self.chosen = labelled.copy()
         # The picks, in rank order.
         self.images: list[int] = []
@@ -273,7 +280,13 @@ class _Selection:
         # Uncovered targets: the only images a pick can still gain.
         open_targets = self.targets & ~covered
         counted = within & open_targets[adjacency.columns]
-        gains = np.bincount(adjacency.rows[counted], minlength=n) + open_targets
+        weights = self.weights
+        if weights is None:
+            gains = np.bincount(adjacency.rows[counted], minlength=n) + open_targets
+        else:  # the weights of the uncovered images a pick would cover, its own included
+            worth = weights[adjacency.columns[counted]]
+            gains = np.bincount(adjacency.rows[counted], worth, minlength=n)
+            gains += np.where(open_targets, weights, 0.0)
         # Ball sizes at this radius: rows are sorted by distance.
         ball_ends = (
             adjacency.starts[:-1] + np.bincount(adjacency.rows[within], minlength=n)
@@ -287,13 +300,16 @@ class _Selection:
             if not open_targets[image]:
                 continue
             ball = adjacency.columns[self.starts[image] : ball_ends[image]]
-            gain = int(np.count_nonzero(open_targets[ball])) + 1
+            covers = int(np.count_nonzero(open_targets[ball])) + 1
+            gain = covers
+            if weights is not None:
+                gain = float(weights[ball[open_targets[ball]]].sum() + weights[image])
             if gain < -negative_gain:  # stale: others may now beat it
                 heapq.heappush(heap, (-gain, negative_typical, image))
                 continue
             open_targets[ball] = False
             open_targets[image] = False
-            self.choose(image, "coverage", gain, stage)
+            self.choose(image, "coverage", covers, stage)
 
     def nearest_distance(self, image: int) -> float:
         """Effective distance to the nearest chosen image among its neighbours (inf: none)."""
@@ -350,6 +366,7 @@ def rank_by_coverage(
     image_ids: Sequence[str] | None = None,
     quality: pd.DataFrame | None = None,
     clusters: pd.DataFrame | None = None,
+    weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Rank the unlabelled images of `image_ids` (default: every graph image) by coverage.
 
@@ -357,6 +374,8 @@ def rank_by_coverage(
     the collection no longer holds). quality: see `detect_defects` (rows for images outside
     the graph are ignored). clusters: image_id, cluster, to report whether a pick opens a
     cluster with no labels. Sequence information enters through the graph (its `places`).
+    weights: what covering each image is worth (graph row order, positive; a focus,
+    core.ranking.focus), multiplying its count in every pick's gain; None: 1 each.
 
     Returns one row per ranked image, COVERAGE_RANKING_COLUMNS:
     rank (1..N); image_id; region ("coverage", "held back", "defect"); score (covers divided
@@ -403,7 +422,11 @@ def rank_by_coverage(
     typical = typicality(graph)
     radii = coverage_radii(graph)
     targets = rankable & ~defect
-    selection = _Selection(adjacency, targets, labelled)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (n,) or not np.isfinite(weights).all() or (weights <= 0).any():
+            raise ValueError(f"weights must be {n} positive finite numbers, one per graph image")
+    selection = _Selection(adjacency, targets, labelled, weights)
     for stage, radius in enumerate(radii):
         selection.coverage_stage(stage, radius, typical)
     selection.held_back(targets & ~selection.chosen)
