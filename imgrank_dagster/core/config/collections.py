@@ -190,7 +190,7 @@ class FocusSettings(_Strict):
     examples: list[str] = Field(min_length=1)
     # Covering an image at the example itself is worth 1 + weight; half that extra at the
     # distance of the example's `neighbourhood`-th nearest image (core.ranking.focus).
-    weight: float = Field(default=4.0, gt=0, le=1000)
+    weight: float = Field(default=10.0, gt=0, le=1000)
     neighbourhood: int = Field(default=10, ge=1)
 
     @field_validator("examples")

@@ -270,23 +270,29 @@ class _Selection:
         self.stages.append(stage)
         self.chosen[image] = True
 
-    def coverage_stage(self, stage: int, radius: float, typical: np.ndarray) -> None:
+    def coverage_stage(
+        self, stage: int, radius: float, typical: np.ndarray, finest: float = 0.0
+    ) -> None:
         """Greedy max coverage at one radius until every target is covered."""
         adjacency = self.adjacency
         n = len(self.targets)
-        within = adjacency.distances <= radius
+        weights = self.weights
+        if weights is None:
+            within = adjacency.distances <= radius
+        else:  # an image of weight w is covered only within radius / w (never below finest)
+            reach = np.maximum(radius / weights[adjacency.columns], finest)
+            within = adjacency.distances <= reach
         covered = self.chosen.copy()
         covered[adjacency.columns[within & self.chosen[adjacency.rows]]] = True
         # Uncovered targets: the only images a pick can still gain.
         open_targets = self.targets & ~covered
         counted = within & open_targets[adjacency.columns]
-        weights = self.weights
         if weights is None:
             gains = np.bincount(adjacency.rows[counted], minlength=n) + open_targets
         else:  # the weights of the uncovered images a pick would cover, its own included
             worth = weights[adjacency.columns[counted]]
-            gains = np.bincount(adjacency.rows[counted], worth, minlength=n)
-            gains += np.where(open_targets, weights, 0.0)
+            gains = np.where(open_targets, weights, 0.0)
+            gains += np.bincount(adjacency.rows[counted], worth, minlength=n)
         # Ball sizes at this radius: rows are sorted by distance.
         ball_ends = (
             adjacency.starts[:-1] + np.bincount(adjacency.rows[within], minlength=n)
@@ -299,7 +305,11 @@ class _Selection:
             negative_gain, negative_typical, image = heapq.heappop(heap)
             if not open_targets[image]:
                 continue
-            ball = adjacency.columns[self.starts[image] : ball_ends[image]]
+            if weights is None:
+                ball = adjacency.columns[self.starts[image] : ball_ends[image]]
+            else:  # with weights a ball is no longer a prefix of the row
+                entries = slice(self.starts[image], self.starts[image + 1])
+                ball = adjacency.columns[entries][within[entries]]
             covers = int(np.count_nonzero(open_targets[ball])) + 1
             gain = covers
             if weights is not None:
@@ -428,7 +438,7 @@ def rank_by_coverage(
             raise ValueError(f"weights must be {n} positive finite numbers, one per graph image")
     selection = _Selection(adjacency, targets, labelled, weights)
     for stage, radius in enumerate(radii):
-        selection.coverage_stage(stage, radius, typical)
+        selection.coverage_stage(stage, radius, typical, finest=float(radii[-1]))
     selection.held_back(targets & ~selection.chosen)
     nearest_entries = selection.nearest_chosen()
     # Defects last, most typical first; no nearest chosen image is reported for them.

@@ -29,7 +29,7 @@ import pandas as pd
 
 from imgrank_dagster.core.ranking.index import UnitRows
 
-DEFAULT_WEIGHT = 4.0
+DEFAULT_WEIGHT = 10.0
 DEFAULT_NEIGHBOURHOOD = 10
 NEAR_RELEVANCE = 0.5
 # The focus columns of a focused ranking (strategies adds them; absent without a focus).

@@ -159,10 +159,12 @@ def most_similar(
     *,
     k: int = DEFAULT_K,
     combine: str = "mean",
+    query_rows: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k rows most similar to the queries: (rows, similarities, nearest query), best
-    first (ties: the lower row). `query_vectors` are unit vectors (`unit_vectors`); see the
-    module docstring for `combine`."""
+    first. `query_vectors` are unit vectors (`unit_vectors`); see the module docstring for
+    `combine`. Equal similarities (to 6 decimals: pixel-identical copies of a query) put
+    `query_rows` (the queries that are rows of the collection) first, then the lower row."""
     if combine not in COMBINE_METHODS:
         raise ValueError(f"combine must be one of {COMBINE_METHODS}, got {combine!r}")
     if not isinstance(k, int | np.integer) or k < 1:
@@ -175,14 +177,17 @@ def most_similar(
             f"{unit.dimension}"
         )
     k = min(int(k), len(unit))
+    # A few more when queries are rows: a tie among copies must not leave the query out.
+    wanted = min(k + len(query_rows), len(unit))
     if combine == "mean" or len(queries) == 1:
         combined = unit_vectors(queries.mean(axis=0, keepdims=True), ["(the mean)"])
-        found, similarities = search_vectors(unit, combined, k)
+        found, similarities = search_vectors(unit, combined, wanted)
         rows, similarities = found[0], similarities[0]
     else:
-        found, similarities = search_vectors(unit, queries, k)
-        rows, similarities = _best_of(found, similarities, k)
-    order = np.lexsort((rows, -similarities))
+        found, similarities = search_vectors(unit, queries, wanted)
+        rows, similarities = _best_of(found, similarities, wanted)
+    is_query = np.isin(rows, np.asarray(query_rows, dtype=np.int64))
+    order = np.lexsort((rows, ~is_query, -np.round(similarities.astype(np.float64), 6)))[:k]
     rows, similarities = rows[order].astype(np.int64), similarities[order]
     nearest = np.argmax(unit[rows] @ queries.T, axis=1) if len(rows) else np.zeros(0, int)
     # float32 products of unit vectors can pass 1 by a rounding step (the query itself).
@@ -229,7 +234,14 @@ def find_similar(
     resolved = resolve_queries(
         queries, image_ids, paths, embeddings, image_root=image_root, base_dir=base_dir
     )
-    rows, similarities, nearest = most_similar(embeddings, resolved.vectors, k=k, combine=combine)
+    query_ids = [image_id for image_id in resolved.image_ids if image_id is not None]
+    rows, similarities, nearest = most_similar(
+        embeddings,
+        resolved.vectors,
+        k=k,
+        combine=combine,
+        query_rows=pd.Index(image_ids).get_indexer(query_ids),
+    )
     found = pd.DataFrame(
         {
             "similar_rank": np.arange(1, len(rows) + 1, dtype=np.int64),
