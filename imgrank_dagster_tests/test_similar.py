@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -304,6 +305,24 @@ def test_focus_in_the_collections_file_reaches_the_ranking(fresh_pipeline, tmp_p
     first_two = sorted(_tunnel_ranks(ranking, truth))[:2]
     assert first_two[0] == 1 and first_two[1] < sorted(_tunnel_ranks(before, truth))[1]
     assert ranking.loc[ranking["focus_near"], "reason"].str.contains("near focus example").all()
+    # The report: one section per example, with its nearest unlabelled images.
+    assert dg.materialize(
+        list(fresh_pipeline.defs.assets),
+        selection=["ranking_report"],
+        partition_key="town",
+        instance=fresh_pipeline.instance,
+        resources=fresh_pipeline.defs.resources,
+    ).success
+    page = (fresh_pipeline.data_dir / "exports" / "town" / "report" / "index.html").read_text()
+    focus_section = page[page.index('<section id="focus">') :]
+    focus_section = focus_section[: focus_section.index("</section>")]
+    for example in town["focus"]["examples"]:
+        assert f"Example <code>{example}</code>" in focus_section
+    shown = weights.sort_values("focus_similarity", ascending=False)
+    shown = shown[
+        ~shown["image_id"].isin(fresh_pipeline.read("labeled_images", "town")["image_id"])
+    ]
+    assert f"<code>{shown['image_id'].iloc[0]}</code>" in focus_section
     # focus: removed again: the ranking is the plain one once more.
     del town["focus"]
     path.write_text(yaml.safe_dump(document))
