@@ -233,24 +233,12 @@ def exact_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows (among `candidates`, default all) of the rows `queries`, each
     query itself excluded: (indices, similarities), nearest first; -1 / NaN past the end."""
+    faiss = faiss_module()
     queries = np.asarray(queries, dtype=np.int64)
     pool = np.arange(len(unit)) if candidates is None else np.asarray(candidates, np.int64)
-    indices, similarities = search_vectors(unit, unit[queries], k + 1, pool)
-    return _without_self(indices, similarities, queries, k)
-
-
-def search_vectors(
-    unit: UnitRows, vectors: np.ndarray, k: int, candidates: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k largest inner products of each of `vectors` (unit vectors, float32, any
-    origin: a query image from outside the collection too) with the rows (among `candidates`,
-    default all): (indices, similarities), best first; -1 / -inf past the end. Rows are
-    scanned in blocks, so no N x D copy is made."""
-    faiss = faiss_module()
-    pool = np.arange(len(unit)) if candidates is None else np.asarray(candidates, np.int64)
-    query_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    wanted = min(k, len(pool))
-    heap = faiss.ResultHeap(len(query_vectors), wanted, keep_max=True)
+    wanted = min(k + 1, len(pool))
+    heap = faiss.ResultHeap(len(queries), wanted, keep_max=True)
+    query_vectors = unit[queries]
     for start in range(0, len(pool), _BLOCK):
         block = pool[start : start + _BLOCK]
         found_similarities, found = faiss.knn(
@@ -265,7 +253,7 @@ def search_vectors(
             )
         heap.add_result(np.ascontiguousarray(found_similarities), np.ascontiguousarray(found))
     heap.finalize()
-    return heap.I, heap.D
+    return _without_self(heap.I, heap.D, queries, k)
 
 
 def _without_self(

@@ -8,11 +8,11 @@ folder) or an image file from anywhere, embedded with the same fastdup model as 
 - "best": one search per query, each image scored by its best similarity to any of them (the
   union of their neighbourhoods).
 
-The search is exact: the inner products of the unit query vectors with every unit embedding
-of the collection (`core.ranking.index.search_vectors`, FAISS's BLAS kernel over blocks of
-rows). At 100,000 images that is a 100,000 x 576 product per query, a few tens of
-milliseconds; loading the embeddings costs more than searching them (README, `benchmarks/
-bench_similar.py`), so no index is kept for it. Similarities are cosine similarities (-1..1).
+The search is exact and needs no index: one BLAS product of the stored embeddings with the
+unit query (`numpy` matmul, float32), divided by each row's length (`core.ranking.index.
+UnitRows` computes them), then the k largest. At 100,000 images that is one pass over a
+100,000 x 576 matrix; reading the embeddings from Parquet costs about as much as the search
+(README, `benchmarks/bench_similar.py`). Similarities are cosine similarities (-1..1).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imgrank_dagster.core.ranking.index import UnitRows, search_vectors
+from imgrank_dagster.core.ranking.index import UnitRows
 
 COMBINE_METHODS = ("mean", "best")
 DEFAULT_K = 20
@@ -49,6 +49,7 @@ class Queries:
     names: list[str]  # as given
     vectors: np.ndarray  # (Q, D) float32, unit length
     image_ids: list[str | None]  # the collection image each query is; None: an outside file
+    rows: list[int | None]  # its row in the collection; None: an outside file
 
 
 def unit_vectors(vectors: np.ndarray, names: Sequence[str] | None = None) -> np.ndarray:
@@ -106,14 +107,13 @@ def resolve_queries(
     folder), embedded with fastdup. Unknown names are an error naming them."""
     if not queries:
         raise ValueError("no query image given")
-    by_id = pd.Index([str(image_id) for image_id in image_ids])
-    by_path = pd.Index([str(path) for path in paths])
+    ids = _strings(image_ids)
     root = Path(image_root).resolve() if image_root is not None else None
     rows: list[int | None] = []
     outside: list[Path] = []
     for query in queries:
         name = str(query).strip()
-        row = _row_of(name, by_id, by_path, root, base_dir)
+        row = _row_of(name, ids, paths, root, base_dir)
         if isinstance(row, Path):
             outside.append(row)
             rows.append(None)
@@ -125,27 +125,44 @@ def resolve_queries(
     return Queries(
         names=names,
         vectors=unit_vectors(np.stack(vectors), names),
-        image_ids=[by_id[row] if row is not None else None for row in rows],
+        image_ids=[str(ids[row]) if row is not None else None for row in rows],
+        rows=rows,
     )
 
 
+def _strings(values: Sequence[str]) -> np.ndarray:
+    """An object array of str (a pandas string column converts once)."""
+    if isinstance(values, pd.Series):
+        return values.astype(str).to_numpy(dtype=object)
+    return np.asarray(values, dtype=object)
+
+
+def _position(values: np.ndarray, name: str) -> int:
+    """The first row equal to name, -1 when none (one vectorised scan: no hash index)."""
+    hits = np.flatnonzero(values == name)
+    return int(hits[0]) if len(hits) else -1
+
+
 def _row_of(
-    name: str, by_id: pd.Index, by_path: pd.Index, root: Path | None, base_dir: Path | None
+    name: str, ids: np.ndarray, paths: Sequence[str], root: Path | None, base_dir: Path | None
 ) -> int | Path:
     """The collection row a query names, or the outside file it names."""
-    for index in (by_id, by_path):
-        position = index.get_indexer([name])[0]
-        if position >= 0:
-            return int(position)
+    position = _position(ids, name)
+    if position >= 0:
+        return position
+    paths = _strings(paths)  # only when a query is not an id: 100,000 strings cost time
+    position = _position(paths, name)
+    if position >= 0:
+        return position
     file = Path(name).expanduser()
     if not file.is_absolute():
         file = (base_dir or Path.cwd()) / file
     if file.is_file():
         file = file.resolve()
         if root is not None and file.is_relative_to(root):
-            position = by_path.get_indexer([file.relative_to(root).as_posix()])[0]
+            position = _position(paths, file.relative_to(root).as_posix())
             if position >= 0:
-                return int(position)
+                return position
         return file
     raise ValueError(
         f"query {name!r} is neither an image id of the collection, nor a path in it, nor an "
@@ -170,6 +187,8 @@ def most_similar(
     if not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     unit = embeddings if isinstance(embeddings, UnitRows) else UnitRows(embeddings)
+    if unit.rows is not None or unit.centre is not None:
+        raise ValueError("most_similar searches whole, uncentred embeddings")
     queries = unit_vectors(query_vectors)
     if queries.shape[1] != unit.dimension:
         raise ValueError(
@@ -177,30 +196,28 @@ def most_similar(
             f"{unit.dimension}"
         )
     k = min(int(k), len(unit))
-    # A few more when queries are rows: a tie among copies must not leave the query out.
-    wanted = min(k + len(query_rows), len(unit))
     if combine == "mean" or len(queries) == 1:
-        combined = unit_vectors(queries.mean(axis=0, keepdims=True), ["(the mean)"])
-        found, similarities = search_vectors(unit, combined, wanted)
-        rows, similarities = found[0], similarities[0]
+        searched = unit_vectors(queries.mean(axis=0, keepdims=True), ["(the mean)"])
     else:
-        found, similarities = search_vectors(unit, queries, wanted)
-        rows, similarities = _best_of(found, similarities, wanted)
-    is_query = np.isin(rows, np.asarray(query_rows, dtype=np.int64))
-    order = np.lexsort((rows, ~is_query, -np.round(similarities.astype(np.float64), 6)))[:k]
-    rows, similarities = rows[order].astype(np.int64), similarities[order]
-    nearest = np.argmax(unit[rows] @ queries.T, axis=1) if len(rows) else np.zeros(0, int)
+        searched = queries
+    # One pass over the stored rows (a BLAS product), then divided by the rows' lengths:
+    # cosine similarities without writing a normalised copy of the matrix.
+    scores = np.asarray(unit.matrix, dtype=np.float32) @ searched.T
+    scores /= np.where(unit.norms == 0, 1, unit.norms)[:, None]
+    best = scores.max(axis=1) if scores.shape[1] > 1 else scores[:, 0]
+    # A few more when queries are rows: a tie among copies must not leave the query out.
+    wanted = min(k + len(query_rows), len(best))
+    candidates = np.argpartition(-best, wanted - 1)[:wanted]
+    similarities = best[candidates]
+    is_query = np.isin(candidates, np.asarray(query_rows, dtype=np.int64))
+    order = np.lexsort((candidates, ~is_query, -np.round(similarities.astype(np.float64), 6)))
+    rows = candidates[order[:k]].astype(np.int64)
+    similarities = similarities[order[:k]]
+    # Which query each answer is most similar to.
+    per_query = scores[rows] if searched is queries else unit[rows] @ queries.T
+    nearest = np.argmax(per_query, axis=1)
     # float32 products of unit vectors can pass 1 by a rounding step (the query itself).
     return rows, np.clip(similarities, -1.0, 1.0).astype(np.float32), nearest
-
-
-def _best_of(found: np.ndarray, similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's best similarity over the queries' lists; the k best rows."""
-    frame = pd.DataFrame({"row": found.ravel(), "similarity": similarities.ravel()})
-    frame = frame[frame["row"] >= 0]
-    best = frame.groupby("row")["similarity"].max()
-    best = best.sort_values(ascending=False, kind="stable").head(k)
-    return best.index.to_numpy(), best.to_numpy(dtype=np.float32)
 
 
 def find_similar(
@@ -229,30 +246,34 @@ def find_similar(
     embeddings = embedding_matrix(features)
     if len(embeddings) == 0:
         raise ValueError("the collection has no embedded image")
-    image_ids = features["image_id"].astype(str).to_numpy()
-    paths = features["path"].astype(str).to_numpy()
+    image_ids = _strings(features["image_id"])
     resolved = resolve_queries(
-        queries, image_ids, paths, embeddings, image_root=image_root, base_dir=base_dir
+        queries,
+        image_ids,
+        features["path"],
+        embeddings,
+        image_root=image_root,
+        base_dir=base_dir,
     )
-    query_ids = [image_id for image_id in resolved.image_ids if image_id is not None]
     rows, similarities, nearest = most_similar(
         embeddings,
         resolved.vectors,
         k=k,
         combine=combine,
-        query_rows=pd.Index(image_ids).get_indexer(query_ids),
+        query_rows=[row for row in resolved.rows if row is not None],
     )
     found = pd.DataFrame(
         {
             "similar_rank": np.arange(1, len(rows) + 1, dtype=np.int64),
             "image_id": image_ids[rows],
             "similarity": similarities.astype(np.float64),
-            "path": paths[rows],
+            "path": features["path"].iloc[rows].astype(str).to_numpy(dtype=object),
         }
     )
     ranks = pd.Series(dtype="Int64")
-    if ranking is not None:
-        ranks = ranking.drop_duplicates("image_id").set_index("image_id")["rank"].astype("Int64")
+    if ranking is not None:  # only the answers' rows: a whole ranking is 100,000 rows
+        answers = ranking[ranking["image_id"].isin(found["image_id"])]
+        ranks = answers.drop_duplicates("image_id").set_index("image_id")["rank"].astype("Int64")
     found["rank"] = found["image_id"].map(ranks).astype("Int64")
     found["labelled"] = found["image_id"].isin(set(map(str, labelled_ids)))
     found["nearest_query"] = np.asarray(resolved.names, dtype=object)[nearest]
