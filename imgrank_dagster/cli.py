@@ -322,7 +322,7 @@ def run_similar(name: str, queries: list[str], k: int, combine: str) -> int:
     print(f"{len(found)} images of {name} most similar to {what}:")
     print(f"  {'#':>3}  {'similarity':>10}  {'rank':>6}  {'image_id':<28} path")
     for row in found.itertuples(index=False):
-        rank = "label." if row.labelled else ("-" if pd_isna(row.rank) else str(row.rank))
+        rank = "label." if row.labelled else ("-" if _is_missing(row.rank) else str(row.rank))
         near = f"  (nearest query: {row.nearest_query})" if len(queries) > 1 else ""
         print(
             f"  {row.similar_rank:>3}  {row.similarity:>10.4f}  {rank:>6}  "
@@ -335,7 +335,7 @@ def run_similar(name: str, queries: list[str], k: int, combine: str) -> int:
     return 0
 
 
-def pd_isna(value: object) -> bool:
+def _is_missing(value: object) -> bool:
     import pandas as pd
 
     return bool(pd.isna(value))
