@@ -104,8 +104,8 @@ def bench(n: int, repeat: int) -> None:
     print(
         f"{n:>7} images ({size_mb:.0f} MB of Parquet): load {load_s:.3f} s, query by an id "
         f"{search_s:.3f} s, 3 queries (best of) {several_s:.3f} s; load + query (what "
-        f"`imgrank similar` does) {command_s:.3f} s; search alone on normalised rows in memory "
-        f"{memory_s * 1000:.1f} ms"
+        f"`imgrank similar` does) {command_s:.3f} s; search alone, embeddings and row lengths in "
+        f"memory {memory_s * 1000:.1f} ms"
     )
 
 
