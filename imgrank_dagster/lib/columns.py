@@ -95,8 +95,8 @@ COLUMNS: dict[str, str] = {
     "effect; 1 + the focus weight at an example).",
     "focus_example": "The focus example nearest the image, as the collections file names it.",
     "focus_similarity": "Cosine similarity of the image to that example.",
-    "focus_near": "Whether the image is near that example (within the example's neighbourhood; "
-    "its reason names the example).",
+    "focus_near": "Whether the focus favoured the image (its weight raised by at least a tenth "
+    "of the focus weight); its reason then names the example.",
     # views
     "kind": "What the file is: page, thumbnail, plot.",
     "sample_id": "The FiftyOne sample's id.",

@@ -14,9 +14,9 @@ a tunnel) gets a narrow one, a sparse one a wide one. Coverage, the near-duplica
 and the quality gate stay as they are (the weights only change what a pick gains), in the
 way Lightly combines its SIMILARITY and DIVERSITY strategies.
 
-An image counts as *near* its example (its reason names the example) when its relevance is at
-least one half: it is at most as far from the example as the example's `neighbourhood`-th
-nearest image.
+An image counts as *near* its example (its reason names the example) when the focus raised
+its worth by at least a tenth of the focus weight (relevance >= 0.1: within about 1.8
+bandwidths): every pick the focus favoured noticeably says which example it is near.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from imgrank_dagster.core.ranking.index import UnitRows
 
 DEFAULT_WEIGHT = 10.0
 DEFAULT_NEIGHBOURHOOD = 10
-NEAR_RELEVANCE = 0.5
+NEAR_RELEVANCE = 0.1
 # The focus columns of a focused ranking (strategies adds them; absent without a focus).
 FOCUS_COLUMNS = ["focus_weight", "focus_example", "focus_similarity", "focus_near"]
 _BLOCK = 8_192
