@@ -105,6 +105,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_ranking.py
 	$(BIN)/python benchmarks/bench_label_change.py
 	$(BIN)/python benchmarks/bench_coverage.py
+	$(BIN)/python benchmarks/bench_similar.py
 	$(BIN)/python benchmarks/bench_integrity.py
 	$(BIN)/python benchmarks/bench_scale.py --sizes $(BENCH_SCALE_SIZES)
 	$(BIN)/python benchmarks/ranking_quality.py

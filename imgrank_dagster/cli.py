@@ -4,6 +4,7 @@
     imgrank rank NAME [--top N]        ingest what is missing, rank, write the CSV and report
     imgrank status [NAME]              sequences, images, last ranking, labels
     imgrank app [NAME]                 the FiftyOne App on a ranked collection
+    imgrank similar NAME IMAGE... [--k N]   the images most like these (ids or files)
     imgrank send NAME [--count N]      the next batch to the annotation tool (Label Studio)
     imgrank demo | demo-kartaview      the development demos (imgrank_dagster.devtools)
     imgrank cluster-demo               the demo on the cluster profile's services, locally
@@ -299,6 +300,47 @@ def run_app(collection: str, port: int) -> int:
     return 0
 
 
+# --- similar ------------------------------------------------------------------------------------
+
+
+def run_similar(name: str, queries: list[str], k: int, combine: str) -> int:
+    """The k images of the collection most similar to the queries, as a table."""
+    from imgrank_dagster.lib.similar import load_searchable, similar_in_collection
+
+    started = time.perf_counter()
+    try:
+        searchable = load_searchable(name)
+    except (CollectionConfigError, ValueError) as error:
+        return _fail(str(error))
+    loaded = time.perf_counter()
+    try:
+        found = similar_in_collection(searchable, queries, k=k, combine=combine)
+    except ValueError as error:
+        return _fail(str(error))
+    searched = time.perf_counter()
+    what = "the query" if len(queries) == 1 else f"the {len(queries)} queries ({combine})"
+    print(f"{len(found)} images of {name} most similar to {what}:")
+    print(f"  {'#':>3}  {'similarity':>10}  {'rank':>6}  {'image_id':<28} path")
+    for row in found.itertuples(index=False):
+        rank = "label." if row.labelled else ("-" if _is_missing(row.rank) else str(row.rank))
+        near = f"  (nearest query: {row.nearest_query})" if len(queries) > 1 else ""
+        print(
+            f"  {row.similar_rank:>3}  {row.similarity:>10.4f}  {rank:>6}  "
+            f"{row.image_id:<28} {row.path}{near}"
+        )
+    print(
+        f"{len(searchable.features)} images; loading {loaded - started:.2f} s, "
+        f"search {searched - loaded:.2f} s (rank: place in the current ranking; label.: labelled)"
+    )
+    return 0
+
+
+def _is_missing(value: object) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
 # --- send ---------------------------------------------------------------------------------------
 
 
@@ -424,6 +466,21 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("name", nargs="?", help=f"the collection (default {DEMO_COLLECTION})")
     app.add_argument("--collection", help=argparse.SUPPRESS)  # the older spelling
     app.add_argument("--port", type=int, default=5151)
+    similar = commands.add_parser(
+        "similar",
+        help="the images of a collection most similar to one or more query images (image ids "
+        "of the collection, or image files from anywhere, embedded with the same model)",
+    )
+    similar.add_argument("name")
+    similar.add_argument("images", nargs="+", metavar="IMAGE", help="an image id or file")
+    similar.add_argument("--k", type=int, default=20, help="how many images (default 20)")
+    similar.add_argument(
+        "--combine",
+        choices=("mean", "best"),
+        default="mean",
+        help="several queries: search their mean embedding (default), or take each image's "
+        "best similarity to any of them",
+    )
     send = commands.add_parser(
         "send",
         help="send the collection's next batch to its annotation tool (Label Studio, or a CVAT "
@@ -471,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_status(args.name)
     if args.command == "app":
         return run_app(args.name or args.collection or DEMO_COLLECTION, args.port)
+    if args.command == "similar":
+        if args.k < 1:
+            parser.error("--k must be at least 1")
+        return run_similar(args.name, args.images, args.k, args.combine)
     if args.command == "send":
         return run_send(args.name, args.count, args.per_cluster)
     if args.command == "check-services":

@@ -25,6 +25,7 @@ ASSET_GROUPS = {
     "cluster_assignments": "ranking",
     "similar_pairs": "ranking",
     "neighbour_graph": "ranking",
+    "focus_weights": "ranking",
     "image_base_scores": "ranking",
     "cluster_metrics": "ranking",
     "image_scores": "ranking",

@@ -19,11 +19,13 @@ import psutil
 import pytest
 import requests
 
+from imgrank_dagster.core.ranking.similar import find_similar
 from imgrank_dagster.core.views.fiftyone_dataset import (
     LABEL_NEXT_VIEW,
     LABELLED_TAG,
     MAP_BRAIN_KEY,
     NEAR_DUPLICATES_VIEW,
+    SIMILARITY_BRAIN_KEY,
     sample_table,
 )
 from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
@@ -132,6 +134,19 @@ def test_the_dataset_holds_every_sample_and_field(fo: Any, fresh_pipeline) -> No
     by_sample = dict(zip(samples["id"], samples.index, strict=True))
     ids = [by_sample[sample_id] for sample_id in results.current_sample_ids]
     np.testing.assert_allclose(results.current_points, points.loc[ids, ["x", "y"]].to_numpy())
+
+    # The similarity index over imgrank's embeddings: a sample's nearest are itself, then the
+    # images core.ranking.similar finds (the same cosine similarity).
+    assert SIMILARITY_BRAIN_KEY in dataset.list_brain_runs()
+    info = dataset.get_brain_info(SIMILARITY_BRAIN_KEY)
+    assert info.config.embeddings_field == "embedding" and info.config.model is None
+    single = samples.index[samples["duplicate_group"] < 0]  # no pixel-identical ties
+    query = single[len(single) // 2]
+    nearest = dataset.sort_by_similarity(
+        samples.loc[query, "id"], k=5, brain_key=SIMILARITY_BRAIN_KEY
+    ).values("image_id")
+    expected = find_similar(features.reset_index(), [query], k=5)["image_id"].tolist()
+    assert nearest[0] == query and set(nearest) == set(expected)
 
     # The saved views.
     assert set(dataset.list_saved_views()) == {LABEL_NEXT_VIEW, NEAR_DUPLICATES_VIEW}

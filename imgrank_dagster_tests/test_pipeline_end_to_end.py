@@ -130,6 +130,7 @@ def test_lineage_links_each_file_to_its_inputs(ranked_pipeline) -> None:
         "labeled_images",
         "feature_matrix",
         "neighbour_graph",
+        "focus_weights",
     }
     scores = read_lineage(ranked_pipeline.warehouse / "image_scores" / "city.parquet")
     versions = {item["asset_key"]: item["data_version"] for item in lineage["upstream"]}

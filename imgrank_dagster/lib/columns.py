@@ -90,6 +90,13 @@ COLUMNS: dict[str, str] = {
     "nearest_chosen_id": "The nearest labelled or earlier-picked image among its neighbours.",
     "nearest_chosen_similarity": "Cosine similarity to that image.",
     "held_back_reason": "Why a held-back or defect row is there ('' for coverage picks).",
+    # the focus (focus: in the collections file)
+    "focus_weight": "What covering the image is worth in the coverage strategy (1 = no focus "
+    "effect; 1 + the focus weight at an example).",
+    "focus_example": "The focus example nearest the image, as the collections file names it.",
+    "focus_similarity": "Cosine similarity of the image to that example.",
+    "focus_near": "Whether the focus favoured the image (its weight raised by at least a tenth "
+    "of the focus weight); its reason then names the example.",
     # views
     "kind": "What the file is: page, thumbnail, plot.",
     "sample_id": "The FiftyOne sample's id.",

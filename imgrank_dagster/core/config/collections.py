@@ -181,6 +181,32 @@ class ScoringSettings(_Strict):
         return self
 
 
+class FocusSettings(_Strict):
+    """What the team needs more of: example images whose neighbourhood the coverage strategy
+    favours (core/ranking/focus.py). Each example is an image id of the collection, a path
+    relative to its image folder, or an image file anywhere (embedded with the same fastdup
+    model; relative paths are taken from the collections file's folder)."""
+
+    examples: list[str] = Field(min_length=1)
+    # Covering an image at the example itself is worth 1 + weight; half that extra at the
+    # distance of the example's `neighbourhood`-th nearest image (core.ranking.focus).
+    weight: float = Field(default=10.0, gt=0, le=1000)
+    neighbourhood: int = Field(default=10, ge=1)
+
+    @field_validator("examples")
+    @classmethod
+    def _named_examples(cls, examples: list[str]) -> list[str]:
+        stripped = [str(example).strip() for example in examples]
+        if any(not example for example in stripped):
+            raise ValueError("focus examples must not be empty")
+        return stripped
+
+    @property
+    def focus_params(self) -> dict[str, Any]:
+        """For ranking.focus.focus_weights."""
+        return {"weight": self.weight, "neighbourhood": self.neighbourhood}
+
+
 # Annotation tools a collection can send its next batch to (imgrank_dagster.core.annotation).
 AnnotationTool = Literal["label-studio", "cvat"]
 # The labelling interface: one class per image, or boxes with a class each.
@@ -236,6 +262,8 @@ class Collection(_Strict):
     strategy: Strategy = "coverage"
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     coverage: CoverageSettings = Field(default_factory=CoverageSettings)
+    # Example images the coverage strategy favours; None: no focus, the plain ranking.
+    focus: FocusSettings | None = None
     # The annotation tool the next batch goes to; None: labels arrive as files only.
     annotation: AnnotationSettings | None = None
     # A labels change that removes more than half of the labelled images is held until it is
@@ -252,6 +280,15 @@ class Collection(_Strict):
                 f"collection name {name!r} must be lower-case letters, digits, '-' or '_'"
             )
         return name
+
+    @model_validator(mode="after")
+    def _focus_needs_coverage(self) -> Collection:
+        if self.focus is not None and self.strategy != "coverage":
+            raise ValueError(
+                f"focus: needs strategy coverage (the focus weighs what covering an image is "
+                f"worth); this collection uses strategy {self.strategy!r}"
+            )
+        return self
 
     @property
     def image_root(self) -> Path:

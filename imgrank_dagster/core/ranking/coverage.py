@@ -321,9 +321,10 @@ class _Selection:
         self,
         kernel: np.ndarray,
         weight: np.ndarray,
-        near_duplicate: float,
+        separation: np.ndarray,
         typical: np.ndarray,
         stage: int = 0,
+        preference: np.ndarray | None = None,
     ) -> None:
         """Greedy soft coverage (facility location, kernel herding) over the targets.
 
@@ -332,7 +333,9 @@ class _Selection:
         weighted rise of every cover it lifts: sum_i weight[i] * max(0, k(i, pick) -
         cover[i]). The function is submodular, so a stale heap entry only over-estimates
         (lazy greedy). An image within the near-duplicate distance of a chosen image is never
-        picked here (it is held back).
+        picked here (it is held back). separation: per image, how far from every chosen image
+        it must be to be picked at this stage. preference: per image, a factor on its gain as
+        a candidate (a constant per image, so stale heap entries still over-estimate).
         """
         adjacency = self.adjacency
         n = len(self.targets)
@@ -340,11 +343,13 @@ class _Selection:
         cover = np.where(self.chosen, 1.0, 0.0)
         chosen_entries = self.chosen[columns]
         np.maximum.at(cover, rows[chosen_entries], kernel[chosen_entries])
-        near = adjacency.distances <= near_duplicate
+        near = adjacency.distances <= separation[rows]
         open_targets = self.targets & ~self.chosen
         open_targets[rows[near & chosen_entries]] = False
         lift = weight[columns] * np.maximum(kernel - cover[columns], 0.0)
         gains = weight * (1.0 - cover) + np.bincount(rows, weights=lift, minlength=n)
+        if preference is not None:
+            gains = gains * preference
         candidates = np.flatnonzero(open_targets)
         heap = list(
             zip(
@@ -363,6 +368,8 @@ class _Selection:
             neighbours = columns[start:stop]
             rise = np.maximum(kernel[start:stop] - cover[neighbours], 0.0)
             gain = float(weight[image] * (1.0 - cover[image]) + weight[neighbours] @ rise)
+            if preference is not None:
+                gain *= float(preference[image])
             if gain < -negative_gain * (1 - 1e-12) - 1e-15:  # stale: others may now beat it
                 heapq.heappush(heap, (-gain, negative_typical, image))
                 continue
@@ -371,7 +378,8 @@ class _Selection:
             np.maximum(cover[neighbours], kernel[start:stop], out=rise)
             cover[neighbours] = rise
             open_targets[image] = False
-            open_targets[neighbours[adjacency.distances[start:stop] <= near_duplicate]] = False
+            close = adjacency.distances[start:stop] <= separation[neighbours]
+            open_targets[neighbours[close]] = False
             self.choose(image, "coverage", covers, stage, gain)
 
     def nearest_distance(self, image: int) -> float:
@@ -440,6 +448,7 @@ def rank_by_coverage(
     objective: Objective = "soft",
     weights: pd.Series | None = None,
     weight_reasons: pd.Series | None = None,
+    reach: pd.Series | None = None,
     bandwidth: float | None = None,
 ) -> pd.DataFrame:
     """Rank the unlabelled images of `image_ids` (default: every graph image) by coverage.
@@ -453,7 +462,11 @@ def rank_by_coverage(
     see the module docstring. weights (soft only): image_id -> how much covering that image
     is worth (e.g. a classifier's uncertainty), multiplying the near-copy weight; 1 where not
     given. weight_reasons: image_id -> text that says why a coverage pick weighs what it does,
-    added to its reason.
+    added to its reason. reach (soft only; a focus, core.ranking.focus): image_id -> a
+    factor >= 1 that multiplies the image's own gain when it is a candidate (picks near the
+    examples first) and by which it may come closer to a chosen image than the stage's
+    separation (never closer than the near-duplicate distance), so that one labelled image
+    near an example does not keep the example's neighbourhood out of the coarse stages.
 
     Returns one row per ranked image, COVERAGE_RANKING_COLUMNS:
     rank (1..N); image_id; region ("coverage", "held back", "defect"); score (what the pick
@@ -472,6 +485,8 @@ def rank_by_coverage(
         raise ValueError(
             f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, got {objective!r}"
         )
+    if objective == "radius" and (weights is not None or reach is not None):
+        raise ValueError("weights and reach (classes, a focus) need objective 'soft'")
     n = graph.size
     lookup = pd.Index(graph.image_ids)  # id -> row, built once for every input
     labelled = np.zeros(n, dtype=bool)
@@ -524,8 +539,12 @@ def rank_by_coverage(
             worth *= _weights_by_row(lookup, weights)
         # Covering a labelled image, a defect or an image outside the ranking is worth nothing.
         worth = np.where(targets, worth, 0.0)
+        closer = np.ones(n) if reach is None else np.maximum(_weights_by_row(lookup, reach), 1.0)
         for stage, radius in enumerate(radii):
-            selection.soft_stage(kernel, worth, float(radius), typical, stage)
+            separation = np.maximum(float(radius) / closer, float(radii[-1]))
+            selection.soft_stage(
+                kernel, worth, separation, typical, stage, None if reach is None else closer
+            )
     selection.held_back(targets & ~selection.chosen)
     nearest_entries = selection.nearest_chosen()
     # Defects last, most typical first; no nearest chosen image is reported for them.

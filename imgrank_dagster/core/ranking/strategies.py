@@ -22,6 +22,7 @@ from imgrank_dagster.core.ranking.coverage import (
     rank_by_coverage,
     strictly_decreasing,
 )
+from imgrank_dagster.core.ranking.focus import FOCUS_COLUMNS
 from imgrank_dagster.core.ranking.neighbours import NeighbourGraph
 from imgrank_dagster.core.ranking.probe import ProbeResult, class_uncertainty
 
@@ -49,6 +50,7 @@ def rank(
     labelled_ids: Set[str],
     *,
     neighbour_graph: pd.DataFrame | None = None,
+    focus: pd.DataFrame | None = None,
     good_threshold: float = 0.8,
     bad_threshold: float = 0.2,
     objective: Objective = "soft",
@@ -58,6 +60,9 @@ def rank(
 ) -> pd.DataFrame:
     """The labeling_priority table for a collection (see RANKING_COLUMNS).
 
+    focus: image_id and focus.FOCUS_COLUMNS (core.ranking.focus.focus_frame; strategy
+    "coverage" only): covering an image is worth its focus_weight, the reason of an image near
+    an example names it, and the focus columns follow RANKING_COLUMNS. None: no focus.
     good_threshold and bad_threshold are the study's score regions (strategy "study" only).
     Strategy "coverage": objective (see core.ranking.coverage); classes (image_id -> class of
     the labelled images, '' for none) with embeddings (rows aligned with features) turn on
@@ -65,6 +70,8 @@ def rank(
     then says how the probe was trained and its cross-validated accuracy.
     """
     if strategy == "study":
+        if focus is not None:
+            raise ValueError("a focus needs the coverage strategy")
         ranking = scores.rank_images(
             image_scores,
             cluster_metrics,
@@ -89,13 +96,18 @@ def rank(
             neighbour_graph,
             objective=objective,
             probe=probe,
+            focus=focus,
         )
+        attrs = dict(ranking.attrs)
+        if focus is not None:
+            ranking = _with_focus(ranking, focus)
         if probe is not None:
-            ranking.attrs["class_probe"] = {
+            attrs["class_probe"] = {
                 "classes": list(probe.classes),
                 "trained_on": probe.trained_on,
                 "cv_accuracy": probe.cv_accuracy,
             }
+        ranking.attrs = attrs
         return ranking
     raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
 
@@ -128,15 +140,16 @@ def _coverage(
     *,
     objective: Objective,
     probe: ProbeResult | None,
+    focus: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     graph = NeighbourGraph.from_frame(neighbour_graph)
     missing = [c for c in QUALITY_COLUMNS if c not in features]
     if missing:
         raise ValueError(f"features lack the quality column(s) {missing}")
-    weights = reasons = None
+    weights = reasons = reach = None
     if probe is not None:
         # Half coverage, half the probe's doubt: on GTSRB the pure uncertainty weight lost
-        # accuracy when the labels sat in few classes (README "Ranking quality").
+        # accuracy when the labels sat in few classes (README "Two ranking strategies").
         ids = features["image_id"].astype(str).to_numpy()
         weights = pd.Series((1.0 + probe.uncertainty) / 2.0, index=ids)
         reasons = pd.Series(
@@ -151,6 +164,10 @@ def _coverage(
             ],
             index=ids,
         )
+    if focus is not None:  # 1 for an image the focus misses
+        reach = focus.drop_duplicates("image_id").set_index("image_id")["focus_weight"]
+        reach.index = reach.index.astype(str)
+        weights = reach if weights is None else weights * reach.reindex(weights.index).fillna(1.0)
     ranked = rank_by_coverage(
         graph,
         labelled_ids,
@@ -160,6 +177,7 @@ def _coverage(
         objective=objective,
         weights=weights,
         weight_reasons=reasons,
+        reach=reach,
     )
     # Every study component rides along for reference; the strategy's own score leads.
     components = image_scores.drop(columns=["cluster", "labelled"]).rename(
@@ -175,4 +193,24 @@ def _coverage(
     )
     ranking = ranking.sort_values("rank", ignore_index=True).reindex(columns=RANKING_COLUMNS)
     ranking.attrs = dict(ranked.attrs)
+    return ranking
+
+
+def _with_focus(ranking: pd.DataFrame, focus: pd.DataFrame) -> pd.DataFrame:
+    """The focus columns after the ranking's; an image near its example says so in its
+    reason."""
+    missing = [c for c in ["image_id", *FOCUS_COLUMNS] if c not in focus]
+    if missing:
+        raise ValueError(f"focus lacks column(s) {missing}")
+    columns = focus.drop_duplicates("image_id")[["image_id", *FOCUS_COLUMNS]]
+    ranking = ranking.merge(columns, on="image_id", how="left", validate="one_to_one")
+    near = ranking["focus_near"].fillna(False).astype(bool).to_numpy()
+    notes = [
+        f"; near focus example {example} (similarity {similarity:.2f})"
+        for example, similarity in zip(
+            ranking.loc[near, "focus_example"], ranking.loc[near, "focus_similarity"], strict=True
+        )
+    ]
+    ranking.loc[near, "reason"] = ranking.loc[near, "reason"] + notes
+    ranking["focus_near"] = near
     return ranking

@@ -5,7 +5,9 @@ in the App such as their own tags, survive a re-rank). Fields: rank, score and e
 component, region, reason, cluster, priority group, duplicate group, sequence, capture time,
 GPS as a `GeoLocation` (the App's map), the embedding; labelled images carry the tag
 "labelled". The 2-D map of the embeddings (computed by core.views.embedding_map, no model) is stored
-as a visualization brain run, and two saved views are kept current: "label next" (unlabelled,
+as a visualization brain run, the embeddings are indexed for the App's "sort by similarity"
+(a similarity brain run, scikit-learn backend, no model), and two saved views are kept
+current: "label next" (unlabelled,
 by rank) and "near-duplicates" (one group per near-duplicate group).
 
 FiftyOne reads its configuration (FIFTYONE_DATABASE_DIR, FIFTYONE_DATABASE_URI) when it is
@@ -32,6 +34,8 @@ from imgrank_dagster.core.ranking.scores import COMPONENT_COLUMNS
 
 LABELLED_TAG = "labelled"
 MAP_BRAIN_KEY = "embedding_map"
+SIMILARITY_BRAIN_KEY = "similarity"  # the App's "sort by similarity", on imgrank's embeddings
+SIMILARITY_DIGEST_INFO = "imgrank_similarity_digest"
 LABEL_NEXT_VIEW = "label next"
 NEAR_DUPLICATES_VIEW = "near-duplicates"
 FIELD_DIGESTS_INFO = "imgrank_field_digests"  # dataset.info: a digest per field, last sync
@@ -238,6 +242,7 @@ def sync_dataset(name: str, table: pd.DataFrame) -> pd.DataFrame:
         dataset.select_by("image_id", sorted(labelled - tagged)).tag_samples(LABELLED_TAG)
     ids = dict(zip(dataset.values("image_id"), dataset.values("id"), strict=True))
     _compute_map(dataset, table, ids)
+    _compute_similarity(dataset, table, ids)
     _save_views(dataset, ViewField)
     dataset.info = {**dataset.info, "imgrank_samples": len(table), EXTRA_FIELDS_INFO: extra_fields}
     dataset.save()
@@ -404,6 +409,39 @@ def _compute_map(dataset: Any, table: pd.DataFrame, sample_ids: dict[str, str]) 
     }
     # Precomputed points: no model, no download; the App's Embeddings panel shows them.
     fob.compute_visualization(view, points=points, brain_key=MAP_BRAIN_KEY, progress=False)
+
+
+def _compute_similarity(dataset: Any, table: pd.DataFrame, sample_ids: dict[str, str]) -> None:
+    """A similarity index over the stored embeddings (scikit-learn backend, cosine): the App's
+    "sort by similarity" on selected images, offline, no model. Rebuilt when a sample or an
+    embedding changed, kept otherwise."""
+    import fiftyone.brain as fob
+
+    embedded = table[table["embedding"].notna()]
+    digest = _digest(
+        embedded["image_id"].tolist(),
+        [
+            (sample_ids[image_id], np.asarray(vector, dtype=np.float32).tobytes())
+            for image_id, vector in zip(embedded["image_id"], embedded["embedding"], strict=True)
+        ],
+    )
+    exists = SIMILARITY_BRAIN_KEY in dataset.list_brain_runs()
+    if exists and dataset.info.get(SIMILARITY_DIGEST_INFO) == digest:
+        return
+    if exists:
+        dataset.delete_brain_run(SIMILARITY_BRAIN_KEY)
+    dataset.info = {**dataset.info, SIMILARITY_DIGEST_INFO: digest}
+    if embedded.empty:
+        return
+    # Precomputed embeddings from the `embedding` field: no model is loaded or downloaded.
+    fob.compute_similarity(
+        dataset.select_by("image_id", embedded["image_id"].tolist()),
+        embeddings="embedding",
+        brain_key=SIMILARITY_BRAIN_KEY,
+        backend="sklearn",
+        metric="cosine",
+        progress=False,
+    )
 
 
 def _save_views(dataset: Any, field: Any) -> None:

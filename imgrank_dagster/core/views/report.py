@@ -41,6 +41,7 @@ CLUSTER_THUMBNAILS = 24  # per cluster; the rest is counted
 DUPLICATE_GROUPS = 60
 GROUP_THUMBNAILS = 12
 REJECTED_IMAGES = 200
+FOCUS_IMAGES = 24  # per focus example: its nearest unlabelled images
 MAP_IMAGES = 1500  # thumbnails on the map; larger collections show a seeded sample
 MAP_THUMBNAIL_PERCENT = 3.4  # width of one map thumbnail, in % of the map's width
 THUMBS_DIR = "thumbs"
@@ -96,6 +97,9 @@ class ReportData:
     clustering_notes: Sequence[str] = ()
     map_method: str = ""
     seed: int = 0
+    # focus_weights (image_id, focus_example, focus_similarity): one section per example with
+    # its nearest unlabelled images; None or empty: the collection has no focus.
+    focus: pd.DataFrame | None = None
 
 
 # --- thumbnails ------------------------------------------------------------------------------
@@ -295,6 +299,8 @@ def _page(
         ("rejected", "Rejected images", _rejected(data, thumbnails)),
         ("map", "Map of the embeddings", _map(data, context)),
     ]
+    if data.focus is not None and not data.focus.empty:
+        sections.insert(1, ("focus", "Focus: more like the examples", _focus(data, context)))
     nav = " ".join(f'<a href="#{anchor}">{_e(title)}</a>' for anchor, title, _ in sections)
     body = "\n".join(
         f'<section id="{anchor}"><h2>{_e(title)}</h2>\n{content}</section>'
@@ -373,6 +379,40 @@ def _top(data: ReportData, context: _Context) -> str:
             f'<div class="reason">{_e(row.reason)}</div></figcaption></figure>'
         )
     return f'<div class="sheet">{"".join(cards)}</div>'
+
+
+def _focus(data: ReportData, context: _Context) -> str:
+    """Per focus example, its nearest unlabelled images (those nearer it than any other
+    example), most similar first, with their rank."""
+    focus = data.focus
+    missing = [c for c in ("image_id", "focus_example", "focus_similarity") if c not in focus]
+    if missing:
+        raise ValueError(f"report: focus lacks column(s) {missing}")
+    parts = [
+        '<p class="muted">The collection\'s <code>focus:</code> examples. The coverage '
+        "strategy weighs images near them up; below, each example's nearest unlabelled images "
+        "with their similarity and rank.</p>"
+    ]
+    unlabelled = focus[~focus["image_id"].isin(context.labelled)]
+    for example in dict.fromkeys(focus["focus_example"]):
+        nearest = unlabelled[unlabelled["focus_example"] == example].sort_values(
+            ["focus_similarity", "image_id"], ascending=[False, True]
+        )
+        own = context.img(example, "example") if example in context.paths else ""
+        cards = [
+            f'<figure class="card">{context.img(row.image_id)}<figcaption>'
+            f"{context.badge(row.image_id)} similarity {_fmt(row.focus_similarity)}"
+            f"<br><code>{_e(row.image_id)}</code></figcaption></figure>"
+            for row in nearest.head(FOCUS_IMAGES).itertuples(index=False)
+        ]
+        more = len(nearest) - len(cards)
+        parts.append(
+            f"<h3>{own}Example <code>{_e(example)}</code>: {len(nearest)} unlabelled image"
+            f"{'s' if len(nearest) != 1 else ''} nearest it"
+            f"{f' ({more} more not shown)' if more > 0 else ''}</h3>"
+            f'<div class="sheet">{"".join(cards) or "<p>none</p>"}</div>'
+        )
+    return "\n".join(parts)
 
 
 def _clusters(data: ReportData, context: _Context) -> str:
@@ -643,6 +683,8 @@ h3 { margin: 16px 0 4px; font-size: 16px; }
 .noimg { background: #e4e7ec; color: var(--muted); display: flex; align-items: center;
          justify-content: center; font-size: 11px; }
 img.small, .noimg.small { width: 96px; height: 72px; object-fit: cover; }
+h3 img.example { width: 64px; height: 48px; object-fit: cover; vertical-align: middle;
+  margin-right: .5em; }
 table { border-collapse: collapse; background: #fff; margin: 8px 0; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 .plots { display: flex; gap: 16px; flex-wrap: wrap; }

@@ -208,6 +208,57 @@ def _rounded(value: Any) -> Any:
 
 
 @ranking_asset(
+    "The collection's focus (`focus:` in the collections file): per image, what covering it "
+    "is worth to the coverage strategy, its nearest focus example and the similarity to it "
+    "(core.ranking.focus). Examples given as files outside the collection are embedded with "
+    "fastdup. No rows when the collection declares no focus.",
+    ins={"feature_matrix": columns_of("feature_matrix", ["image_id", "path", "embedding"])},
+)
+def focus_weights(
+    context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: Frame
+) -> dg.Output[Frame]:
+    import pandas as pd
+
+    from imgrank_dagster.core.features.embeddings import embedding_matrix
+    from imgrank_dagster.core.ranking.focus import FOCUS_COLUMNS, focus_frame, focus_weights
+    from imgrank_dagster.core.ranking.similar import resolve_queries
+
+    collection = imgrank.collection(context.partition_key)
+    focus = collection.focus
+    if focus is None:
+        empty = pd.DataFrame({column: [] for column in ["image_id", *FOCUS_COLUMNS]})
+        return frame_output(empty.astype({"image_id": object}), examples=0)
+    embeddings = embedding_matrix(feature_matrix)
+    try:
+        examples = resolve_queries(
+            focus.examples,
+            feature_matrix["image_id"].tolist(),
+            feature_matrix["path"].tolist(),
+            embeddings,
+            image_root=collection.image_root,
+            base_dir=collection.data_dir,
+        )
+    except ValueError as error:
+        raise dg.Failure(f"collection {collection.name!r}: focus: {error}") from None
+    result = focus_weights(embeddings, examples.vectors, **focus.focus_params)
+    frame = focus_frame(feature_matrix["image_id"], result, examples.names)
+    near = frame.loc[frame["focus_near"], "focus_example"].value_counts()
+    return frame_output(
+        frame,
+        examples=len(examples.names),
+        examples_outside_the_collection=sum(image_id is None for image_id in examples.image_ids),
+        weight=focus.weight,
+        neighbourhood=focus.neighbourhood,
+        images_near_each_example=dg.MetadataValue.json(
+            {name: int(near.get(name, 0)) for name in examples.names}
+        ),
+        bandwidths=dg.MetadataValue.json(
+            dict(zip(examples.names, result.bandwidths.round(4).tolist(), strict=True))
+        ),
+    )
+
+
+@ranking_asset(
     "Per cluster: size, labelled count and fraction, priority group (1 = no labelled "
     "image ... 4 = well covered), mean silhouette, the image nearest the centroid.",
 )
@@ -344,6 +395,7 @@ def labeling_priority(
     labeled_images: Frame,
     feature_matrix: Frame,
     neighbour_graph: Frame,
+    focus_weights: Frame,
 ):
     from imgrank_dagster.core.features.embeddings import embedding_matrix
     from imgrank_dagster.core.files import write_csv_atomically
@@ -353,6 +405,13 @@ def labeling_priority(
 
     collection = imgrank.collection(context.partition_key)
     labelled = set(labeled_images["image_id"])
+    focus = focus_weights if collection.focus is not None else None
+    if focus is not None and focus.empty:
+        context.log.warning(
+            f"collection {collection.name!r} declares a focus that focus_weights does not hold "
+            "yet: ranked without it (materialize focus_weights, or run rank_collection)"
+        )
+        focus = None
     ranking = strategies.rank(
         collection.strategy,
         image_scores,
@@ -360,6 +419,7 @@ def labeling_priority(
         feature_matrix,
         labelled,
         neighbour_graph=neighbour_graph,
+        focus=focus,
         **collection.scoring.region_params,
         objective=collection.coverage.objective,
         classes=labeled_images.set_index("image_id")["class"]
@@ -385,6 +445,11 @@ def labeling_priority(
         class_probe_cv_accuracy=float("nan")
         if probe is None or probe["cv_accuracy"] is None
         else round(float(probe["cv_accuracy"]), 4),
+        focus=dg.MetadataValue.json(
+            {"examples": collection.focus.examples, "weight": collection.focus.weight}
+            if focus is not None
+            else None
+        ),
         ranked_images=len(ranking),
         regions=dg.MetadataValue.json({k: int(v) for k, v in regions.items()}),
         top_20=_top_table(ranking),

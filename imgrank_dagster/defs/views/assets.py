@@ -74,11 +74,15 @@ def embedding_map(
         "collection_images": columns_of(
             "collection_images", ["image_id", "path", "status", "reason"]
         ),
+        "focus_weights": columns_of(
+            "focus_weights", ["image_id", "focus_example", "focus_similarity"]
+        ),
     },
     description="A self-contained HTML report in data/exports/<collection>/report/ (open "
     "index.html from disk): top 100 with scores and reasons, a grid per cluster, the elbow and "
-    "silhouette plots, near-duplicate groups, rejected images, a map of the embeddings. One "
-    "row per file written.",
+    "silhouette plots, near-duplicate groups, rejected images, a map of the embeddings, and "
+    "with a focus the nearest unlabelled images of each focus example. One row per file "
+    "written.",
 )
 def ranking_report(
     context: dg.AssetExecutionContext,
@@ -90,6 +94,7 @@ def ranking_report(
     embedding_map: Frame,
     feature_matrix: Frame,
     collection_images: Frame,
+    focus_weights: Frame,
 ) -> dg.Output[Frame]:
     from imgrank_dagster.core.views.plots import clustering_plots
     from imgrank_dagster.core.views.report import ReportData, write_report
@@ -113,6 +118,7 @@ def ranking_report(
         clustering_notes=diagnostics.get("notes", []),
         map_method=str(embedding_map.attrs.get("method", "")),
         seed=collection.scoring.seed,
+        focus=focus_weights if collection.focus is not None else None,
     )
     report_dir = imgrank.exports_dir(collection.name) / REPORT_DIR
     files = write_report(data, report_dir)
