@@ -189,7 +189,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     args = parser.parse_args()
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="imgrank-bench-loop-") as tmp:
+    # A run process still closing its files when the webserver stops must not fail the figures.
+    with tempfile.TemporaryDirectory(
+        prefix="imgrank-bench-loop-", ignore_cleanup_errors=True
+    ) as tmp:
         root = Path(tmp)
         data_dir = root / "data"
         data_dir.mkdir()
@@ -241,7 +244,11 @@ def main() -> None:
                 wait_quiet(instance)
                 change = one_change(instance, data_dir, export, picked)
                 quiet.append(change)
-                print(f"  quiet change {number + 1}: {change.total:.2f} s", flush=True)
+                print(
+                    f"  quiet change {number + 1}: {change.total:.2f} s "
+                    f"(load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
             busy = []
             for number in range(args.changes):
                 wait_quiet(instance)
@@ -258,7 +265,8 @@ def main() -> None:
                 busy.append(change)
                 print(
                     f"  change {number + 1} during a refresh: {change.total:.2f} s "
-                    f"(refresh {refresh.value.lower()} when the new CSV landed)",
+                    f"(refresh {refresh.value.lower()} when the new CSV landed; "
+                    f"load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
             summary("label loop, nothing else running", quiet)

@@ -24,6 +24,7 @@ import yaml
 from upath import UPath
 
 from imgrank_dagster.definitions import build_definitions
+from imgrank_dagster.defs.labels.sensors import LABELS_WATCH_ENV
 from imgrank_dagster.devtools.demo_collection import DemoSummary, generate_demo_collection
 from imgrank_dagster.lib.io_manager import PartitionedParquetIOManager
 from imgrank_dagster.lib.names import EMBEDDING_MAP
@@ -31,6 +32,10 @@ from imgrank_dagster.lib.parquet import read_frame
 from imgrank_dagster.lib.partitions import sequence_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig, build_resources
 from imgrank_dagster.lib.runs import register_partitions
+
+# The tests evaluate labels_sensor directly, each evaluation once: its watch for changes
+# (the daemon's case) has a test of its own that sets the window.
+os.environ[LABELS_WATCH_ENV] = "0"
 
 # name: (images, sequences, seed, strategy)
 TEST_COLLECTIONS = {"city": (96, 8, 3, "study"), "town": (30, 5, 4, "coverage")}

@@ -1,5 +1,6 @@
 """labels_sensor on a real instance: cheap checks, one run per change, incremental re-ranking."""
 
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -8,7 +9,12 @@ import pytest
 
 from imgrank_dagster.core.labels import labelled_set_hash
 from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
-from imgrank_dagster.defs.labels.sensors import labels_sensor
+from imgrank_dagster.defs.labels.sensors import (
+    DEFAULT_WATCH_SECONDS,
+    LABELS_WATCH_ENV,
+    labels_sensor,
+    watch_seconds,
+)
 from imgrank_dagster.lib.names import LANE_TAG, VIEWS_GROUP, VIEWS_LANE
 from imgrank_dagster.lib.resources import build_resources
 
@@ -86,6 +92,38 @@ def test_a_change_gives_one_request_and_the_same_labels_again_nothing(fresh_pipe
     write_labels(fresh_pipeline, "city", list(reversed(new_labels)))
     again, _ = evaluate(fresh_pipeline, cursor)
     assert isinstance(again, dg.SkipReason)
+
+
+def test_a_change_during_the_watch_is_seen_by_the_same_evaluation(
+    fresh_pipeline, monkeypatch
+) -> None:
+    """As under the daemon: an evaluation that finds nothing watches the label files' stats
+    and evaluates again when they change, instead of leaving the change to the next tick."""
+    _, cursor = evaluate(fresh_pipeline, None)
+    new_labels = labels_of(fresh_pipeline, "city") + unlabelled(fresh_pipeline, "city", 2)
+    monkeypatch.setenv(LABELS_WATCH_ENV, "20")
+    writer = threading.Timer(0.5, write_labels, args=(fresh_pipeline, "city", new_labels))
+    writer.start()
+    try:
+        result, cursor = evaluate(fresh_pipeline, cursor)
+    finally:
+        writer.join()
+    assert isinstance(result, dg.SensorResult)
+    assert [request.partition_key for request in result.run_requests] == ["city"]
+    assert result.run_requests[0].tags["imgrank/labelled_set"] == labelled_set_hash(new_labels)
+    # Nothing changes during a short watch: a skip, and the cursor already has the change.
+    monkeypatch.setenv(LABELS_WATCH_ENV, "0.3")
+    again, _ = evaluate(fresh_pipeline, cursor)
+    assert isinstance(again, dg.SkipReason)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "3600"])
+def test_a_bad_watch_setting_names_itself(monkeypatch, value: str) -> None:
+    monkeypatch.setenv(LABELS_WATCH_ENV, value)
+    with pytest.raises(ValueError, match=LABELS_WATCH_ENV):
+        watch_seconds()
+    monkeypatch.delenv(LABELS_WATCH_ENV)
+    assert watch_seconds() == DEFAULT_WATCH_SECONDS
 
 
 def test_going_back_to_earlier_labels_is_a_new_run_key(fresh_pipeline) -> None:

@@ -70,6 +70,8 @@ ANNOTATION_LANE = "annotation"  # sending a batch to the annotation tool (no lim
 WILL_RETRY_TAG = "dagster/will_retry"
 AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
 RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+# A step's priority in its run (an op tag): of the steps ready together, higher runs first.
+STEP_PRIORITY_TAG = "dagster/priority"
 # A run over a range of partitions (what a single-run backfill launches).
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"

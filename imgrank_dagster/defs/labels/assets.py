@@ -8,7 +8,7 @@ from imgrank_dagster.lib.assets import collection_asset
 from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.io_manager import columns_of
 from imgrank_dagster.lib.metadata import counts_table, frame_output, frame_table
-from imgrank_dagster.lib.names import LABELED_IMAGES, LABELS_GROUP
+from imgrank_dagster.lib.names import LABELED_IMAGES, LABELS_GROUP, STEP_PRIORITY_TAG
 from imgrank_dagster.lib.partitions import collection_partitions
 from imgrank_dagster.lib.resources import ImgrankConfig
 
@@ -100,6 +100,9 @@ def labeled_images(
     asset=LABELED_IMAGES,
     name=LABEL_FILES_READABLE,
     partitions_def=collection_partitions,
+    # In a label-change run its step waits until the ranking is exported: steps that are ready
+    # together run in priority order, and the new ranking is what the user is waiting for.
+    op_tags={STEP_PRIORITY_TAG: -1},
     description="Every label file of the collection can be read (the format, the encoding, "
     "each line). labels_sensor runs this check alone when a file breaks, so the problem shows "
     "here, with the file and line, while the previous ranking stays as it was.",

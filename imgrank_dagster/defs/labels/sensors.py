@@ -2,7 +2,10 @@
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -28,6 +31,14 @@ from imgrank_dagster.lib.runs import collections_with_active_runs
 
 if TYPE_CHECKING:
     from imgrank_dagster.core.labels import LabelMatch
+
+# How long one evaluation watches the label files for a change (seconds; 0: look once). The
+# daemon's sensor loop passes every 5 s: the watch must end before the next pass, with room
+# for a loaded machine, or that pass skips this sensor and the next change waits 5 s more.
+LABELS_WATCH_ENV = "IMGRANK_LABELS_WATCH_SECONDS"
+DEFAULT_WATCH_SECONDS = 3.5
+MAX_WATCH_SECONDS = 30.0  # well under the daemon's 60 s timeout of a sensor evaluation
+WATCH_POLL_SECONDS = 0.1
 
 # What must exist before a label change can be applied incrementally.
 LABEL_INDEPENDENT_INPUTS = [COLLECTION_IMAGES, CLUSTER_ASSIGNMENTS, IMAGE_BASE_SCORES]
@@ -90,6 +101,40 @@ def _problem_check_request(collection: str, problem: str) -> dg.RunRequest:
     )
 
 
+def watch_seconds() -> float:
+    """How long one evaluation keeps watching the label files' stats (LABELS_WATCH_ENV)."""
+    value = os.environ.get(LABELS_WATCH_ENV, "").strip()
+    if not value:
+        return DEFAULT_WATCH_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{LABELS_WATCH_ENV}={value!r} is not a number of seconds") from None
+    if not 0 <= seconds <= MAX_WATCH_SECONDS:
+        raise ValueError(f"{LABELS_WATCH_ENV}={value!r} is not between 0 and {MAX_WATCH_SECONDS}")
+    return seconds
+
+
+def _fingerprint_or_none(labels: Path | None) -> str | None:
+    from imgrank_dagster.core.labels import LabelFileError, label_source_fingerprint
+
+    try:
+        return label_source_fingerprint(labels)
+    except LabelFileError:
+        return None
+
+
+def _changed_while_watching(
+    watched: dict[str, tuple[Path | None, str | None]], until: float
+) -> bool:
+    """Polls the watched label files' stats until one changes (True) or `until` (False)."""
+    while time.monotonic() + WATCH_POLL_SECONDS < until:
+        time.sleep(WATCH_POLL_SECONDS)
+        if any(_fingerprint_or_none(path) != seen for path, seen in watched.values()):
+            return True
+    return False
+
+
 @dg.sensor(
     job=apply_labels_job,
     # The daemon evaluates sensors every 5 s at most; an interval below that makes this sensor
@@ -97,17 +142,40 @@ def _problem_check_request(collection: str, problem: str) -> dg.RunRequest:
     minimum_interval_seconds=1,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches every collection's label files (stats first, contents only when they "
-    "changed) and re-runs the label-dependent assets when the labelled set changes.",
+    "changed) and re-runs the label-dependent assets when the labelled set changes. Each "
+    f"evaluation keeps watching the stats for up to {DEFAULT_WATCH_SECONDS:g} s "
+    f"({LABELS_WATCH_ENV}), so a change is seen within a fraction of a second.",
 )
 def labels_sensor(
     context: dg.SensorEvaluationContext,
     imgrank: ImgrankConfig,
     io_manager: dg.ResourceParam[PartitionedParquetIOManager],
 ) -> dg.SensorResult | dg.SkipReason:
+    # The daemon's sensor loop passes every 5 s, a constant of Dagster's with no setting. So
+    # that a label change need not wait for the next pass, an evaluation that finds nothing to
+    # do watches the label files' stats (a few stat calls every 0.1 s) for most of the gap and
+    # evaluates again as soon as one changes. It ends before the next pass: the daemon starts
+    # no new tick of a sensor whose previous tick is still running.
+    until = time.monotonic() + watch_seconds()
+    states = _read_cursor(context.cursor)
+    result, watched = _evaluate(context, imgrank, io_manager, states)
+    if isinstance(result, dg.SkipReason) and watched and _changed_while_watching(watched, until):
+        result, _ = _evaluate(context, imgrank, io_manager, states)
+    return result
+
+
+def _evaluate(
+    context: dg.SensorEvaluationContext,
+    imgrank: ImgrankConfig,
+    io_manager: PartitionedParquetIOManager,
+    states: dict[str, LabelState],
+) -> tuple[dg.SensorResult | dg.SkipReason, dict[str, tuple[Path | None, str | None]]]:
+    """One look at every collection's labels: (the result, the label files whose stats were
+    looked at with the fingerprint seen, to watch). `states` is updated in place."""
     try:
         collections, config_problems = imgrank.collections_and_problems()
     except CollectionConfigError as error:
-        return dg.SkipReason(bounded(str(error)))
+        return dg.SkipReason(bounded(str(error))), {}
     from imgrank_dagster.core.labels import (
         LabelFileError,
         label_source_content_hash,
@@ -115,7 +183,7 @@ def labels_sensor(
         labelled_set_hash,
     )
 
-    states = _read_cursor(context.cursor)
+    watched: dict[str, tuple[Path | None, str | None]] = {}
     known = set(context.instance.get_dynamic_partitions(collection_partitions.name))
     requests: list[dg.RunRequest] = []
     problems: list[str] = [f"{name}: {problem}" for name, problem in config_problems.items()]
@@ -127,8 +195,10 @@ def labels_sensor(
         if name in ranking_now:
             continue  # the ranking under way reads the labels; looked at again after it
         previous = states.get(name)
+        watched[name] = (collection.labels, None)
         try:
             fingerprint = label_source_fingerprint(collection.labels)
+            watched[name] = (collection.labels, fingerprint)
             if previous and previous.fingerprint == fingerprint:
                 if previous.held:
                     held.append(previous.held_message)
@@ -187,11 +257,10 @@ def labels_sensor(
     if requests:
         for problem in problems:  # a skip message would carry them; a result does not
             context.log.warning(bounded(f"label files could not be read: {problem}"))
-        return dg.SensorResult(run_requests=requests, cursor=cursor)
+        return dg.SensorResult(run_requests=requests, cursor=cursor), watched
     context.update_cursor(cursor)
     parts = [*held]
     if problems:
         parts.append("label files could not be read: " + "; ".join(bounded(p) for p in problems))
-    return dg.SkipReason(
-        bounded(" | ".join(parts), SKIP_MESSAGE_CHARS) if parts else "no labelled set changed"
-    )
+    message = bounded(" | ".join(parts), SKIP_MESSAGE_CHARS) if parts else "no labelled set changed"
+    return dg.SkipReason(message), watched

@@ -13,6 +13,7 @@ from imgrank_dagster.lib.frames import Frame
 from imgrank_dagster.lib.io_manager import columns_of
 from imgrank_dagster.lib.metadata import frame_output
 from imgrank_dagster.lib.names import REPORT_DIR, REPORT_INDEX, VIEWS_GROUP
+from imgrank_dagster.lib.priority import run_in_background
 from imgrank_dagster.lib.resources import ImgrankConfig
 
 
@@ -50,6 +51,7 @@ def follows_its_inputs() -> dg.AutomationCondition:
 def embedding_map(
     context: dg.AssetExecutionContext, imgrank: ImgrankConfig, feature_matrix: Frame
 ) -> dg.Output[Frame]:
+    run_in_background(context)  # never slows a label change (lib.priority)
     from imgrank_dagster.core.features.embeddings import embedding_matrix
     from imgrank_dagster.core.views.embedding_map import embedding_map_frame
 
@@ -96,6 +98,7 @@ def ranking_report(
     collection_images: Frame,
     focus_weights: Frame,
 ) -> dg.Output[Frame]:
+    run_in_background(context)
     from imgrank_dagster.core.views.plots import clustering_plots
     from imgrank_dagster.core.views.report import ReportData, write_report
 
@@ -171,6 +174,7 @@ def fiftyone_dataset(
     embedding_map: Frame,
     feature_matrix: Frame,
 ) -> dg.Output[Frame]:
+    run_in_background(context)
     from imgrank_dagster.core.views.fiftyone_dataset import (
         LABEL_NEXT_VIEW,
         LABELLED_TAG,
