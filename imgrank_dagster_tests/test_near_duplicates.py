@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from shared_data import shared_datasets
 
 from imgrank_dagster.core.ranking.near_duplicates import outlier_values, pairs_from_neighbours
 from imgrank_dagster.core.ranking.neighbours import DEFAULT_K, build_neighbour_graph
@@ -31,18 +31,6 @@ PERCENTILE = 0.05
 NEAREST_NEIGHBORS_K = 2  # fastdup's default, the study's
 BORDER = 1e-4  # how close to the threshold or the cut a disagreement may be
 VALUES = 1e-5  # how close fastdup's and the graph's similarities must be
-
-
-def shared_datasets() -> Path | None:
-    """../shared/datasets from the repository (or IMGRANK_SHARED_DATASETS), if present."""
-    configured = os.environ.get("IMGRANK_SHARED_DATASETS")
-    if configured:
-        return Path(configured) if Path(configured).is_dir() else None
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "datasets"
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image, ImageOps
+from shared_data import shared_datasets
 
 from imgrank_dagster.core.config import FocusSettings
 from imgrank_dagster.core.features.embeddings import compute_features, embedding_matrix
@@ -30,19 +30,6 @@ from imgrank_dagster.core.ranking.similar import find_similar, most_similar, uni
 from imgrank_dagster.lib.similar import load_searchable, similar_in_collection
 
 TUNNEL = "tunnel"
-
-
-def shared_datasets() -> Path | None:
-    """../shared/datasets from the repository or any folder above it (IMGRANK_SHARED_DATASETS
-    overrides), so it is found from /work/main and from a worktree elsewhere alike."""
-    configured = os.environ.get("IMGRANK_SHARED_DATASETS")
-    if configured:
-        return Path(configured) if Path(configured).is_dir() else None
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "datasets"
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def manifest(pipeline, name: str) -> pd.DataFrame:

@@ -394,13 +394,7 @@ def _compute_map(dataset: Any, table: pd.DataFrame, sample_ids: dict[str, str]) 
             for image_id, x, y in zip(placed["image_id"], placed["x"], placed["y"], strict=True)
         ],
     )
-    exists = MAP_BRAIN_KEY in dataset.list_brain_runs()
-    if exists and dataset.info.get(MAP_DIGEST_INFO) == digest:
-        return
-    if exists:
-        dataset.delete_brain_run(MAP_BRAIN_KEY)
-    dataset.info = {**dataset.info, MAP_DIGEST_INFO: digest}
-    if placed.empty:
+    if not _replace_brain_run(dataset, MAP_BRAIN_KEY, MAP_DIGEST_INFO, digest) or placed.empty:
         return
     view = dataset.select_by("image_id", placed["image_id"].tolist())
     points = {
@@ -409,6 +403,18 @@ def _compute_map(dataset: Any, table: pd.DataFrame, sample_ids: dict[str, str]) 
     }
     # Precomputed points: no model, no download; the App's Embeddings panel shows them.
     fob.compute_visualization(view, points=points, brain_key=MAP_BRAIN_KEY, progress=False)
+
+
+def _replace_brain_run(dataset: Any, brain_key: str, digest_info: str, digest: str) -> bool:
+    """Whether the brain run must be computed again: False when it exists for this digest;
+    otherwise the old run is deleted and the new digest recorded (True)."""
+    exists = brain_key in dataset.list_brain_runs()
+    if exists and dataset.info.get(digest_info) == digest:
+        return False
+    if exists:
+        dataset.delete_brain_run(brain_key)
+    dataset.info = {**dataset.info, digest_info: digest}
+    return True
 
 
 def _compute_similarity(dataset: Any, table: pd.DataFrame, sample_ids: dict[str, str]) -> None:
@@ -425,12 +431,8 @@ def _compute_similarity(dataset: Any, table: pd.DataFrame, sample_ids: dict[str,
             for image_id, vector in zip(embedded["image_id"], embedded["embedding"], strict=True)
         ],
     )
-    exists = SIMILARITY_BRAIN_KEY in dataset.list_brain_runs()
-    if exists and dataset.info.get(SIMILARITY_DIGEST_INFO) == digest:
+    if not _replace_brain_run(dataset, SIMILARITY_BRAIN_KEY, SIMILARITY_DIGEST_INFO, digest):
         return
-    if exists:
-        dataset.delete_brain_run(SIMILARITY_BRAIN_KEY)
-    dataset.info = {**dataset.info, SIMILARITY_DIGEST_INFO: digest}
     if embedded.empty:
         return
     # Precomputed embeddings from the `embedding` field: no model is loaded or downloaded.
