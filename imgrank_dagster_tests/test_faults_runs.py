@@ -8,6 +8,8 @@ monitoring, run retries, the sensors) over a copy of the ranked test pipeline:
    a labels change is waiting. Nothing watches a CLI run but dead_runs_sensor.
 2. With the daemon up, a ranking launched through the run queue is killed with -9 during a
    step: the code server reports it failed and Dagster's run retry re-executes it.
+3. A labels change saved while labels_sensor watches the files between the daemon's passes is
+   requested by that very tick, which succeeds.
 Every process started here is stopped at the end.
 """
 
@@ -28,6 +30,7 @@ import psutil
 import pytest
 from fault_timings import record_timing
 
+from imgrank_dagster.defs.labels.sensors import LABELS_WATCH_ENV
 from imgrank_dagster.lib.names import (
     APPLY_LABELS_JOB,
     FASTDUP_POOL,
@@ -122,6 +125,7 @@ def daemon_pipeline(
         "IMGRANK_DATA_DIR": str(root / "data"),
         "IMGRANK_RETRY_BASE_SECONDS": "2",
     }
+    environment.pop(LABELS_WATCH_ENV, None)  # the daemon watches as it does outside the tests
     with (
         pytest.MonkeyPatch.context() as patch,  # the instance's storage reads DAGSTER_HOME
     ):
@@ -316,3 +320,41 @@ def test_a_ranking_killed_during_a_step_is_retried_and_finishes(
     assert LABELING_PRIORITY in assets and pipeline.newest_ranking("town") > ranked_before
     record_timing("kill -9 during ranking: marked failed", failed_after)
     record_timing("kill -9 during ranking: retried ranking written", ranked_after)
+
+
+def _labels_sensor_ticks(pipeline: DaemonPipeline) -> list:
+    """labels_sensor's ticks, newest first."""
+    (state,) = [s for s in pipeline.instance.all_instigator_state() if s.name == "labels_sensor"]
+    return pipeline.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=50)
+
+
+def test_a_labels_change_saved_during_the_watch_is_requested_by_that_tick(
+    daemon_pipeline: DaemonPipeline, daemon: Callable[[], Daemon]
+) -> None:
+    """The daemon fails a tick whose result breaks its cursor rule, which left every change
+    seen by the watch to the next pass, 5 s later, and a failed tick in the UI."""
+    pipeline = daemon_pipeline
+    daemon()  # running since the tests above
+    ranked_before = pipeline.newest_ranking("city")
+    label_runs_before = {run.run_id for run in pipeline.runs(APPLY_LABELS_JOB)}
+    newest = _labels_sensor_ticks(pipeline)[0].timestamp
+    wait_for(
+        lambda: _labels_sensor_ticks(pipeline)[0].timestamp > newest, "a new labels_sensor tick"
+    )
+    watching = _labels_sensor_ticks(pipeline)[0]
+    time.sleep(1.0)  # the tick's first look is done; its watch lasts 3.5 s from its start
+    labels = pipeline.data_dir / "city" / "labels" / "labels.csv"
+    ranking = pd.read_parquet(
+        pipeline.data_dir / "warehouse" / "labeling_priority" / "city.parquet"
+    )
+    labelled = pd.read_csv(labels)["image_id"].tolist()
+    new = [i for i in ranking["image_id"] if i not in set(labelled)][:2]
+    pd.DataFrame({"image_id": sorted(labelled + new)}).to_csv(labels, index=False)
+    wait_for(lambda: pipeline.newest_ranking("city") > ranked_before, "the new city ranking")
+    (label_run,) = [r for r in pipeline.runs(APPLY_LABELS_JOB) if r.run_id not in label_runs_before]
+    ticks = [t for t in _labels_sensor_ticks(pipeline) if t.timestamp >= watching.timestamp]
+    (requested_by,) = [t for t in ticks if label_run.run_id in t.run_ids]
+    assert requested_by.timestamp == watching.timestamp
+    assert not [t for t in ticks if t.status.value == "FAILURE"], [
+        t.error.message for t in ticks if t.error
+    ]

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import yaml
 from fault_timings import record_timing
+from sensor_ticks import evaluate_sensor
 
 from imgrank_dagster.defs.ingestion.sensors import collections_sensor
 from imgrank_dagster.defs.labels.sensors import labels_sensor
@@ -20,13 +21,13 @@ from imgrank_dagster.lib.resources import build_resources
 
 
 def _evaluate(pipeline, sensor, cursor: str | None = None):
-    resources = build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse))
-    with dg.build_sensor_context(
-        instance=pipeline.instance, cursor=cursor, resources=resources, definitions=pipeline.defs
-    ) as context:
-        result = sensor(context)
-        new_cursor = result.cursor if isinstance(result, dg.SensorResult) else context.cursor
-        return result, new_cursor
+    return evaluate_sensor(
+        sensor,
+        instance=pipeline.instance,
+        resources=build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse)),
+        cursor=cursor,
+        definitions=pipeline.defs,
+    )
 
 
 def _labels_file(pipeline, name: str) -> Path:

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
+from sensor_ticks import evaluate_sensor
 
 from imgrank_dagster.core.annotation.client import (
     DOCUMENT_ROOT_ENV,
@@ -104,22 +105,22 @@ def poll_label_studio(pipeline, cursor: str | None) -> tuple[str, str | None]:
 
 def apply_labels(pipeline, cursor: str | None) -> tuple[bool, str | None]:
     """One labels_sensor tick, and the run it requests executed as the daemon would."""
-    with dg.build_sensor_context(
+    result, cursor = evaluate_sensor(
+        labels_sensor,
         instance=pipeline.instance,
-        cursor=cursor,
         resources=resources(pipeline),
+        cursor=cursor,
         definitions=pipeline.defs,
-    ) as context:
-        result = labels_sensor(context)
-        if not isinstance(result, dg.SensorResult):
-            return False, context.cursor
+    )
+    if not isinstance(result, dg.SensorResult):
+        return False, cursor
     (request,) = result.run_requests
     job = pipeline.defs.resolve_job_def(labels_sensor.job_name)
     run = job.execute_in_process(
         instance=pipeline.instance, partition_key=request.partition_key, tags=request.tags
     )
     assert run.success
-    return True, result.cursor
+    return True, cursor
 
 
 def project_tasks(client: LabelStudioClient, title: str) -> tuple[int, list[dict]]:

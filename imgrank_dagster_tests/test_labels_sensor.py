@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from sensor_ticks import evaluate_sensor
 
 from imgrank_dagster.core.labels import labelled_set_hash
 from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
@@ -20,15 +21,13 @@ from imgrank_dagster.lib.resources import build_resources
 
 
 def evaluate(pipeline, cursor: str | None):
-    resources = build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse))
-    with dg.build_sensor_context(
+    return evaluate_sensor(
+        labels_sensor,
         instance=pipeline.instance,
+        resources=build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse)),
         cursor=cursor,
-        resources=resources,
         definitions=pipeline.defs,
-    ) as context:
-        result = labels_sensor(context)
-        return result, context.cursor if not isinstance(result, dg.SensorResult) else result.cursor
+    )
 
 
 def labels_file(pipeline, collection: str) -> Path:

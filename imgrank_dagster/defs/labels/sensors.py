@@ -161,7 +161,13 @@ def labels_sensor(
     result, watched = _evaluate(context, imgrank, io_manager, states)
     if isinstance(result, dg.SkipReason) and watched and _changed_while_watching(watched, until):
         result, _ = _evaluate(context, imgrank, io_manager, states)
-    return result
+    # The cursor is set once, at the end: the daemon fails a tick whose SensorResult carries a
+    # cursor after update_cursor() was called (an earlier look of the same evaluation).
+    cursor = json.dumps({name: asdict(state) for name, state in sorted(states.items())})
+    if isinstance(result, dg.SkipReason):
+        context.update_cursor(cursor)
+        return result
+    return dg.SensorResult(run_requests=result, cursor=cursor)
 
 
 def _evaluate(
@@ -169,9 +175,10 @@ def _evaluate(
     imgrank: ImgrankConfig,
     io_manager: PartitionedParquetIOManager,
     states: dict[str, LabelState],
-) -> tuple[dg.SensorResult | dg.SkipReason, dict[str, tuple[Path | None, str | None]]]:
-    """One look at every collection's labels: (the result, the label files whose stats were
-    looked at with the fingerprint seen, to watch). `states` is updated in place."""
+) -> tuple[list[dg.RunRequest] | dg.SkipReason, dict[str, tuple[Path | None, str | None]]]:
+    """One look at every collection's labels: (the runs to request, or why none, and the label
+    files whose stats were looked at with the fingerprint seen, to watch). `states` is updated
+    in place; the caller turns them into the cursor."""
     try:
         collections, config_problems = imgrank.collections_and_problems()
     except CollectionConfigError as error:
@@ -253,12 +260,10 @@ def _evaluate(
                 tags={LABELLED_SET_TAG: labelled, TRIGGER_TAG: "labels_sensor"},
             )
         )
-    cursor = json.dumps({name: asdict(state) for name, state in sorted(states.items())})
     if requests:
         for problem in problems:  # a skip message would carry them; a result does not
             context.log.warning(bounded(f"label files could not be read: {problem}"))
-        return dg.SensorResult(run_requests=requests, cursor=cursor), watched
-    context.update_cursor(cursor)
+        return requests, watched
     parts = [*held]
     if problems:
         parts.append("label files could not be read: " + "; ".join(bounded(p) for p in problems))
