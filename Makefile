@@ -104,6 +104,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_ingestion.py
 	$(BIN)/python benchmarks/bench_ranking.py
 	$(BIN)/python benchmarks/bench_label_change.py
+	$(BIN)/python benchmarks/bench_label_loop.py
 	$(BIN)/python benchmarks/bench_coverage.py
 	$(BIN)/python benchmarks/bench_similar.py
 	$(BIN)/python benchmarks/bench_integrity.py
