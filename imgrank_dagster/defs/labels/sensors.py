@@ -4,9 +4,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -58,14 +59,17 @@ def _read_cursor(cursor: str | None) -> dict[str, LabelState]:
     return {name: LabelState(**state) for name, state in json.loads(cursor).items()}
 
 
-def _ranked_labelled_set(instance: dg.DagsterInstance, collection: str) -> str | None:
-    """The labelled set the current ranking was computed from (labeled_images' data version)."""
+def _ranked_labels_metadata(instance: dg.DagsterInstance, collection: str) -> Mapping[str, Any]:
+    """The metadata of the labeled_images the current ranking was computed from (empty when
+    there is none): its data version is the labelled set, and it holds the set's size."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(LABELED_IMAGES, asset_partitions=[collection]), limit=1
     ).records
-    if not records:
-        return None
-    version = records[0].asset_materialization.metadata.get(DATA_VERSION_METADATA)
+    return records[0].asset_materialization.metadata if records else {}
+
+
+def _labelled_set(metadata: Mapping[str, Any]) -> str | None:
+    version = metadata.get(DATA_VERSION_METADATA)
     return str(version.value) if version is not None else None
 
 
@@ -217,7 +221,8 @@ def _evaluate(
                 continue
             match = _label_match(collection, io_manager)
             labelled = labelled_set_hash(match.image_ids, match.image_classes)
-            if labelled == _ranked_labelled_set(context.instance, name):
+            ranked = _ranked_labels_metadata(context.instance, name)
+            if labelled == _labelled_set(ranked):
                 states[name] = LabelState(fingerprint, content)
                 if match.unknown or match.ambiguous or match.skipped_files:
                     # Nothing to re-rank, but names that match nothing (a typo) must show: a
@@ -231,9 +236,7 @@ def _evaluate(
                         )
                     )
                 continue  # the same labelled set, re-written
-            shrink = Shrink(
-                ranked_labelled_count(context.instance, name) or 0, len(match.image_ids)
-            )
+            shrink = Shrink(ranked_labelled_count(ranked) or 0, len(match.image_ids))
             if shrink.is_large and not (confirmed or collection.allow_labels_shrink):
                 # Nothing runs: the ranking keeps its labels until the change is confirmed.
                 message = shrink.warning(name, collection.labels)

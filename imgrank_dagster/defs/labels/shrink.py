@@ -6,11 +6,9 @@ held with a warning until it is confirmed: the same content saved again (the fil
 change, its content does not), or `allow_labels_shrink: true` for the collection.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import dagster as dg
-
-from imgrank_dagster.lib.names import LABELED_IMAGES
+from typing import Any
 
 # labeled_images' metadata entry with the size of the labelled set.
 LABELLED_COUNT_METADATA = "labelled"
@@ -35,25 +33,11 @@ class Shrink:
         )
 
 
-def ranked_labelled_count(instance: dg.DagsterInstance, collection: str) -> int | None:
-    """How many images the newest labeled_images of the collection labelled (None: unknown)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(LABELED_IMAGES, asset_partitions=[collection]), limit=1
-    ).records
-    if not records:
-        return None
-    value = records[0].asset_materialization.metadata.get(LABELLED_COUNT_METADATA)
+def ranked_labelled_count(metadata: Mapping[str, Any]) -> int | None:
+    """How many images a labeled_images materialization labelled, from its metadata (None:
+    unknown)."""
+    value = metadata.get(LABELLED_COUNT_METADATA)
     try:
         return int(getattr(value, "value", value)) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def must_hold(
-    shrink: Shrink, content: str, held_content: str, fingerprint_changed: bool, allowed: bool
-) -> bool:
-    """Hold this change? Not when it is small, allowed, or confirmed by a second save of the
-    same content (its stats changed, its content is the held one)."""
-    if not shrink.is_large or allowed:
-        return False
-    return not (fingerprint_changed and held_content == content)
