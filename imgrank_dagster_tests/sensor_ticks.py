@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from imgrank_dagster.lib.resources import build_resources
+
 
 def evaluate_sensor(
     sensor: dg.SensorDefinition,
@@ -33,3 +35,17 @@ def evaluate_sensor(
             )
             return result, result.cursor
         return result, context.cursor
+
+
+def evaluate_on_pipeline(
+    pipeline, sensor: dg.SensorDefinition, cursor: str | None = None
+) -> tuple[dg.SensorResult | dg.SkipReason | None, str | None]:
+    """evaluate_sensor on a test pipeline (conftest's): its instance, definitions and the
+    resources over its data folder and warehouse."""
+    return evaluate_sensor(
+        sensor,
+        instance=pipeline.instance,
+        resources=build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse)),
+        cursor=cursor,
+        definitions=pipeline.defs,
+    )

@@ -11,23 +11,12 @@ import dagster as dg
 import pandas as pd
 import yaml
 from fault_timings import record_timing
-from sensor_ticks import evaluate_sensor
+from sensor_ticks import evaluate_on_pipeline as _evaluate
 
 from imgrank_dagster.defs.ingestion.sensors import collections_sensor
 from imgrank_dagster.defs.labels.sensors import labels_sensor
 from imgrank_dagster.defs.ranking.sensors import rank_after_ingestion_sensor
 from imgrank_dagster.lib.names import APPLY_LABELS_JOB
-from imgrank_dagster.lib.resources import build_resources
-
-
-def _evaluate(pipeline, sensor, cursor: str | None = None):
-    return evaluate_sensor(
-        sensor,
-        instance=pipeline.instance,
-        resources=build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse)),
-        cursor=cursor,
-        definitions=pipeline.defs,
-    )
 
 
 def _labels_file(pipeline, name: str) -> Path:

@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from dagster._core.test_utils import create_run_for_test
+from sensor_ticks import evaluate_sensor
 
 from imgrank_dagster.core.sources import kartaview
 from imgrank_dagster.core.sources.kartaview import (
@@ -67,10 +68,9 @@ class World:
         return self.materialize([kartaview_sequences], collection)
 
     def sense(self, sensor, cursor: str | None = None):
-        with dg.build_sensor_context(
-            instance=self.instance, cursor=cursor, resources=self.resources
-        ) as context:
-            return sensor(context), context.cursor
+        return evaluate_sensor(
+            sensor, instance=self.instance, resources=self.resources, cursor=cursor
+        )
 
     def read(self, asset: str, partition_key: str) -> pd.DataFrame:
         return pd.read_parquet(self.data_dir / "warehouse" / asset / f"{partition_key}.parquet")

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from sensor_ticks import evaluate_sensor
+from sensor_ticks import evaluate_on_pipeline
 
 from imgrank_dagster.core.annotation.client import (
     DOCUMENT_ROOT_ENV,
@@ -37,7 +37,6 @@ from imgrank_dagster.devtools.label_studio import (
     LabelStudioUnavailable,
     executable,
 )
-from imgrank_dagster.lib.resources import build_resources
 from imgrank_dagster.lib.runs import send_batch
 
 pytestmark = pytest.mark.slow  # a real Label Studio server
@@ -91,27 +90,14 @@ def declare_annotation(pipeline, project: str) -> None:
     path.write_text(yaml.safe_dump(document))
 
 
-def resources(pipeline) -> dict:
-    return build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse))
-
-
 def poll_label_studio(pipeline, cursor: str | None) -> tuple[str, str | None]:
-    with dg.build_sensor_context(
-        instance=pipeline.instance, cursor=cursor, resources=resources(pipeline)
-    ) as context:
-        result = label_studio_sensor(context)
-        return result.skip_message, context.cursor
+    result, cursor = evaluate_on_pipeline(pipeline, label_studio_sensor, cursor)
+    return result.skip_message, cursor
 
 
 def apply_labels(pipeline, cursor: str | None) -> tuple[bool, str | None]:
     """One labels_sensor tick, and the run it requests executed as the daemon would."""
-    result, cursor = evaluate_sensor(
-        labels_sensor,
-        instance=pipeline.instance,
-        resources=resources(pipeline),
-        cursor=cursor,
-        definitions=pipeline.defs,
-    )
+    result, cursor = evaluate_on_pipeline(pipeline, labels_sensor, cursor)
     if not isinstance(result, dg.SensorResult):
         return False, cursor
     (request,) = result.run_requests

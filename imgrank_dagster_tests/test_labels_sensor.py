@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from sensor_ticks import evaluate_sensor
+from sensor_ticks import evaluate_on_pipeline
 
 from imgrank_dagster.core.labels import labelled_set_hash
 from imgrank_dagster.defs.labels.jobs import LABEL_DEPENDENT
@@ -21,13 +21,7 @@ from imgrank_dagster.lib.resources import build_resources
 
 
 def evaluate(pipeline, cursor: str | None):
-    return evaluate_sensor(
-        labels_sensor,
-        instance=pipeline.instance,
-        resources=build_resources(data_dir=pipeline.data_dir, warehouse=str(pipeline.warehouse)),
-        cursor=cursor,
-        definitions=pipeline.defs,
-    )
+    return evaluate_on_pipeline(pipeline, labels_sensor, cursor)
 
 
 def labels_file(pipeline, collection: str) -> Path:
