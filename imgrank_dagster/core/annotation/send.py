@@ -243,7 +243,7 @@ def send_to_label_studio(
     project_id = int(project["id"])
     ensure_local_storage(client, project_id, collection.image_root, settings.document_root)
     notes = []
-    batch = int(record["batch"].max()) + 1 if len(record) else 1  # numbers never repeat
+    batch = _next_batch(record)
     if created and len(record):
         # The project the record describes is gone (no project has its title any more): a
         # new project starts a new record, and its images may be sent again.
@@ -388,7 +388,7 @@ def send_to_cvat(
         per_cluster=annotation.per_cluster if per_cluster is None else per_cluster,
         clusters_without_labels=clusters_without_labels,
     )
-    batch = int(record["batch"].max()) + 1 if len(record) else 1
+    batch = _next_batch(record)
     folder = exports_dir / CVAT_DIR / f"batch-{batch:03d}"
     new = empty_record()
     if len(picks):
@@ -421,6 +421,12 @@ def send_to_cvat(
         target=str(folder if len(new) else exports_dir / CVAT_DIR),
         batch=batch if len(new) else None,
     )
+
+
+def _next_batch(record: pd.DataFrame) -> int:
+    """The number of the next batch: one above every batch in the record, so numbers never
+    repeat."""
+    return int(record["batch"].max()) + 1 if len(record) else 1
 
 
 def _annotation(collection: Collection) -> AnnotationSettings:
